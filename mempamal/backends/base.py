@@ -1,0 +1,155 @@
+"""The Backend interface and the registry of backends by name."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+from dataclasses import dataclass, field
+
+from ..errors import BackendError, TaskFailedError, ValidationError
+from ..runner import read_meta
+
+#: name -> "module:Class", imported only when asked for (optional extras)
+_REGISTRY: dict[str, str] = {
+    "local": "mempamal.backends.local:LocalBackend",
+    "slurm": "mempamal.backends.slurm:SlurmBackend",
+    "soma": "mempamal.backends.soma:SomaBackend",
+    "dask": "mempamal.backends.dask:DaskBackend",
+}
+#: what to install when a backend's import fails
+_EXTRAS = {"soma": "mempamal[soma]", "dask": "mempamal[dask]"}
+
+
+def register_backend(name: str, target: str) -> None:
+    """Register backend ``name`` as ``"module:Class"`` (imported lazily)."""
+    _REGISTRY[name] = target
+
+
+def available_backends() -> list[str]:
+    """Names of the registered backends."""
+    return sorted(_REGISTRY)
+
+
+def get_backend(name: str, **options) -> Backend:
+    """Instantiate backend ``name`` with validated ``options``."""
+    if isinstance(name, Backend):
+        return name
+    try:
+        target = _REGISTRY[name]
+    except KeyError:
+        raise ValidationError(
+            f"unknown backend {name!r}; expected one of {available_backends()}"
+        ) from None
+    module, _, cls = target.partition(":")
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        extra = _EXTRAS.get(name)
+        hint = f"; install it with `pip install {extra}`" if extra else ""
+        raise BackendError(f"backend {name!r} is not available ({exc}){hint}") from exc
+    return getattr(mod, cls)(**options)
+
+
+@dataclass
+class RunReport:
+    """What a run did.
+
+    Attributes
+    ----------
+    executed : list of str
+        Tasks that ran (successfully or not) during this run.
+    failures : dict
+        ``{task_id: reason}`` of the tasks that failed.
+    not_run : list of str
+        Tasks not run because something upstream failed.
+    """
+
+    executed: list = field(default_factory=list)
+    failures: dict = field(default_factory=dict)
+    not_run: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def raise_for_failures(self) -> RunReport:
+        """Raise :class:`TaskFailedError` (carrying this report) if a task failed."""
+        if self.failures:
+            err = TaskFailedError(self.failures)
+            err.report = self
+            raise err
+        return self
+
+
+class Backend:
+    """Base class: translate a workflow into runs on some executor.
+
+    Subclasses set ``name`` and ``options`` (valid option -> default) and
+    implement :meth:`submit` (and :meth:`write` where they produce files).
+    """
+
+    name = "base"
+    options: dict = {}
+
+    def __init__(self, **options) -> None:
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            raise ValidationError(
+                f"unknown option(s) {unknown} for backend {self.name!r}; "
+                f"valid options: {sorted(self.options)}"
+            )
+        self.opts = {**self.options, **options}
+        self.validate()
+
+    def validate(self) -> None:
+        """Check option values; raise ValidationError naming the bad one."""
+
+    def write(self, workflow) -> list:
+        """Write this backend's artefacts (scripts...); return their paths."""
+        return []
+
+    def submit(self, workflow):
+        """Start the pending tasks; return a handle without waiting."""
+        raise NotImplementedError
+
+    def run(self, workflow) -> RunReport:
+        """Submit the pending tasks and wait for them."""
+        raise NotImplementedError
+
+    def status(self, workflow) -> dict[str, str]:
+        """``{task_id: state}``: done, failed, running or pending."""
+        return file_status(workflow)
+
+
+def file_status(workflow) -> dict[str, str]:
+    """Task states from the workdir alone: outputs first, then meta records."""
+    done = workflow.done()
+    states = {}
+    for tid in workflow.tasks:
+        if tid in done:
+            states[tid] = "done"
+            continue
+        meta = read_meta(workflow.workdir, tid)
+        if meta is None:
+            states[tid] = "pending"
+        elif meta.get("state") == "failed":
+            states[tid] = "failed"
+        elif meta.get("state") == "running" and _maybe_alive(meta):
+            states[tid] = "running"
+        else:
+            states[tid] = "pending"
+    return states
+
+
+def _maybe_alive(meta: dict) -> bool:
+    """False only when we can tell the process that ran the task is gone."""
+    if meta.get("host") != socket.gethostname() or meta.get("slurm_job"):
+        return True
+    try:
+        os.kill(int(meta["pid"]), 0)
+    except (ProcessLookupError, KeyError, ValueError):
+        return False
+    except PermissionError:
+        return True
+    return True

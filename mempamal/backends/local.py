@@ -1,0 +1,206 @@
+"""The local executor: the workflow's DAG on a pool of persistent workers.
+
+Workers are long-lived processes (one per job) that import scikit-learn
+once, load the experiment once and memory-map the data: with fits of a few
+milliseconds, a fresh interpreter per task (about a second to import
+scikit-learn) would cost more than the work. ``subprocess=True`` instead runs
+every task as its real shell command, as a cluster does.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
+from concurrent.futures.process import BrokenProcessPool
+
+from ..errors import ValidationError
+from ..lock import run_lock
+from ..runner import TaskOutcome, read_meta, run_task
+from .base import Backend, RunReport
+from .progress import RunProgress
+
+#: a task whose worker died this many times is failed, not retried again
+MAX_WORKER_DEATHS = 2
+
+
+class LocalBackend(Backend):
+    """Run the workflow on this machine.
+
+    Options
+    -------
+    n_jobs : int
+        Parallel workers (default: the number of CPUs; -1 also means that).
+    subprocess : bool
+        Run each task as its shell command in a fresh interpreter.
+    progress : bool or None
+        Show a progress bar (None: when standard error is a terminal).
+    python : str or None
+        Interpreter for subprocess mode (default: the one compiled in).
+    """
+
+    name = "local"
+    options = {"n_jobs": None, "subprocess": False, "progress": None, "python": None}
+
+    def validate(self) -> None:
+        n = self.opts["n_jobs"]
+        if n is None or n == -1:
+            self.opts["n_jobs"] = os.cpu_count() or 1
+        elif not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValidationError(f"n_jobs must be a positive int or -1, got {n!r}")
+
+    def submit(self, workflow):
+        """Run in a detached background process; return its ``Popen``."""
+        wd = workflow.workdir
+        argv = [sys.executable, "-m", "mempamal", "resume", str(wd.root),
+                "--backend", "local", "-j", str(self.opts["n_jobs"])]
+        log = open(wd.logs_dir / "local-run.log", "ab")  # noqa: SIM115 - owned by the child
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def run(self, workflow) -> RunReport:
+        """Run every pending task, dependencies first; wait; raise on failures."""
+        wd = workflow.workdir
+        with run_lock(wd, f"local run (n_jobs={self.opts['n_jobs']})"):
+            wd.remove_temporaries()
+            report = _DagRun(workflow, self.opts).execute()
+        return report.raise_for_failures()
+
+
+class _DagRun:
+    """Submit each task as soon as its dependencies are done."""
+
+    def __init__(self, workflow, opts) -> None:
+        self.wf = workflow
+        self.opts = opts
+        self.root = str(workflow.workdir.root)
+        done = workflow.done()
+        self.todo = {tid: t for tid, t in workflow.tasks.items() if tid not in done}
+        # unfinished dependencies of each pending task
+        self.waiting = {tid: {d for d in t.deps if d not in done}
+                        for tid, t in self.todo.items()}
+        self.children: dict[str, list[str]] = {}
+        for tid, t in self.todo.items():
+            for d in t.deps:
+                self.children.setdefault(d, []).append(tid)
+        self.report = RunReport()
+        self.deaths: dict[str, int] = {}
+
+    def execute(self) -> RunReport:
+        if not self.todo:
+            return self.report
+        with RunProgress(len(self.todo), self.opts["progress"]) as bar:
+            self.bar = bar
+            while True:
+                pool = self._pool()
+                try:
+                    self._drive(pool)
+                    pool.shutdown(wait=True)
+                    break
+                except BrokenProcessPool:
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    # a worker died (OOM killer, segfault): retry what was in flight
+                except BaseException:
+                    _kill_pool(pool)
+                    raise
+        return self.report
+
+    def _pool(self):
+        n = min(self.opts["n_jobs"], len(self.todo))
+        if self.opts["subprocess"]:
+            return ThreadPoolExecutor(n)
+        # forkserver: workers fork from a clean server that already imported
+        # mempamal's task code, instead of inheriting this process's threads
+        mp = multiprocessing.get_context("forkserver")
+        mp.set_forkserver_preload(["mempamal.tasks"])
+        return ProcessPoolExecutor(n, mp_context=mp)
+
+    def _drive(self, pool) -> None:
+        running: dict[Future, str] = {}
+        self._in_flight = running
+        for tid in [t for t, w in self.waiting.items() if not w]:
+            running[self._start(pool, tid)] = tid
+        while running:
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                tid = running.pop(fut)
+                try:
+                    outcome = fut.result()
+                except BrokenProcessPool:
+                    self._worker_died(tid, running)
+                    raise
+                for child in self._finished(tid, outcome):
+                    running[self._start(pool, child)] = child
+
+    def _start(self, pool, tid: str) -> Future:
+        self.waiting.pop(tid, None)
+        if self.opts["subprocess"]:
+            return pool.submit(_run_subprocess, self.root, self.wf.tasks[tid],
+                               self.opts["python"])
+        return pool.submit(run_task, self.root, tid)
+
+    def _finished(self, tid: str, outcome: TaskOutcome) -> list[str]:
+        """Record an outcome; return the children now ready to start."""
+        self.report.executed.append(tid)
+        self.bar.advance(outcome.ok)
+        if not outcome.ok:
+            self.report.failures[tid] = outcome.error or "failed"
+            blocked = self.wf.downstream([tid]) - {tid}
+            for b in blocked:
+                if self.waiting.pop(b, None) is not None:
+                    self.report.not_run.append(b)
+            return []
+        ready = []
+        for child in self.children.get(tid, []):
+            deps = self.waiting.get(child)
+            if deps is None:
+                continue
+            deps.discard(tid)
+            if not deps:
+                ready.append(child)
+        return ready
+
+    def _worker_died(self, tid: str, running: dict) -> None:
+        """Put in-flight tasks back; fail those that broke a worker too often."""
+        for other in [tid, *running.values()]:
+            self.deaths[other] = self.deaths.get(other, 0) + 1
+            if self.deaths[other] >= MAX_WORKER_DEATHS:
+                self._finished(other, TaskOutcome(
+                    other, False, error="its worker process died (killed, out of "
+                    "memory or crashed)", error_type="WorkerDied"))
+            else:
+                self.waiting[other] = set()
+        running.clear()
+
+
+def _run_subprocess(root: str, task, python) -> TaskOutcome:
+    """Run a task's real shell command from the workdir."""
+    proc = subprocess.run(task.command(python), cwd=root, stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          check=False)
+    if proc.returncode == 0:
+        return TaskOutcome(task.id, True)
+    from ..workdir import Workdir
+
+    meta = read_meta(Workdir(root), task.id) or {}
+    why = meta.get("error") or f"exit status {proc.returncode}: {proc.stdout[-500:]}"
+    return TaskOutcome(task.id, False, error=why, error_type=meta.get("error_type"))
+
+
+def _kill_pool(pool) -> None:
+    """Stop now (Ctrl-C): cancel queued tasks and terminate the workers.
+
+    Outputs are written atomically, so a task stopped mid-way leaves only a
+    temporary file, which the next run removes.
+    """
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in list(getattr(pool, "_processes", {}).values()):  # no public API for this
+        proc.terminate()

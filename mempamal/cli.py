@@ -1,0 +1,207 @@
+"""The ``mempamal`` command."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from .errors import MempamalError, TaskFailedError
+
+
+def _parse_options(pairs, n_jobs=None) -> dict:
+    """``-o key=value`` pairs; values are JSON when they parse, else strings."""
+    opts = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r}: expected KEY=VALUE", param_hint="-o")
+        try:
+            opts[key.replace("-", "_")] = json.loads(value)
+        except ValueError:
+            opts[key.replace("-", "_")] = value
+    if n_jobs is not None:
+        opts["n_jobs"] = n_jobs
+    return opts
+
+
+def _compile(experiment_file, workdir, chunk_size):
+    from .experiment_file import load_experiment_file
+
+    exp, (X, y, groups), compile_opts = load_experiment_file(experiment_file)
+    if chunk_size is not None:
+        compile_opts["chunk_size"] = chunk_size
+    return exp.compile(workdir, X, y, groups, **compile_opts)
+
+
+backend_opt = click.option("--backend", "-b", default="local", show_default=True,
+                           help="local, slurm, soma or dask.")
+options_opt = click.option("-o", "--option", "options", multiple=True, metavar="KEY=VALUE",
+                           help="Backend option (repeatable), e.g. -o partition=debug.")
+jobs_opt = click.option("-j", "--n-jobs", type=int, default=None,
+                        help="Parallel tasks (local, soma, dask).")
+workdir_arg = click.argument("workdir", type=click.Path(file_okay=False))
+
+
+@click.group()
+@click.version_option(package_name="mempamal")
+def cli():
+    """Nested cross-validation of scikit-learn models as a DAG of shell tasks."""
+
+
+@cli.command()
+@click.argument("experiment_file", type=click.Path(dir_okay=False))
+@click.option("--workdir", "-w", required=True, type=click.Path(file_okay=False))
+@backend_opt
+@jobs_opt
+@options_opt
+@click.option("--chunk-size", type=int, default=None, help="Candidates per fit task.")
+def run(experiment_file, workdir, backend, n_jobs, options, chunk_size):
+    """Compile EXPERIMENT_FILE into WORKDIR and run it (resumes if already there)."""
+    opts = _parse_options(options, n_jobs)
+    wf = _compile(experiment_file, workdir, chunk_size)
+    _run(wf, backend, opts)
+
+
+@cli.command()
+@workdir_arg
+@backend_opt
+@jobs_opt
+@options_opt
+def resume(workdir, backend, n_jobs, options):
+    """Run the tasks of WORKDIR whose outputs are missing."""
+    from .workflow import Workflow
+
+    _run(Workflow.load(workdir), backend, _parse_options(options, n_jobs))
+
+
+def _run(wf, backend, opts) -> None:
+    from .results import load_results
+
+    pending = len(wf.pending())
+    click.echo(f"mempamal: {pending} of {len(wf)} tasks to run on {backend} "
+               f"in {wf.workdir.root}", err=True)
+    try:
+        wf.run(backend, **opts)
+    except TaskFailedError as exc:
+        click.echo(f"mempamal: {exc}", err=True)
+        click.echo(f"mempamal: see `mempamal status {wf.workdir.root}` and the logs in "
+                   f"{wf.workdir.logs_dir}; fix the cause and rerun to resume", err=True)
+        sys.exit(1)
+    if "aggregate" in wf.done():
+        _print_results(load_results(wf.workdir.root))
+
+
+@cli.command(name="compile")
+@click.argument("experiment_file", type=click.Path(dir_okay=False))
+@click.option("--workdir", "-w", required=True, type=click.Path(file_okay=False))
+@click.option("--backend", "-b", default=None, help="Also write this backend's scripts.")
+@options_opt
+@click.option("--chunk-size", type=int, default=None, help="Candidates per fit task.")
+def compile_cmd(experiment_file, workdir, backend, options, chunk_size):
+    """Compile EXPERIMENT_FILE into WORKDIR; runs nothing."""
+    wf = _compile(experiment_file, workdir, chunk_size)
+    click.echo(f"mempamal: {len(wf)} tasks in {wf.workdir.workflow_file}")
+    if backend:
+        for path in wf.write(backend, **_parse_options(options)):
+            click.echo(str(path))
+
+
+@cli.command()
+@workdir_arg
+@backend_opt
+@jobs_opt
+@options_opt
+def submit(workdir, backend, n_jobs, options):
+    """Submit the pending tasks of WORKDIR and return at once."""
+    from .workflow import Workflow
+
+    handle = Workflow.load(workdir).submit(backend, **_parse_options(options, n_jobs))
+    click.echo(f"mempamal: submitted: {handle}")
+
+
+@cli.command()
+@workdir_arg
+@click.option("--backend", "-b", default=None, help="Also ask this backend's scheduler.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(workdir, backend, as_json):
+    """Counts of tasks per kind and state; failures with their logs."""
+    from .status import status_report
+
+    report = status_report(workdir, backend)
+    if as_json:
+        click.echo(json.dumps(report, indent=1))
+        return
+    from .status import print_status
+
+    print_status(report)
+    sys.exit(1 if report["failures"] else 0)
+
+
+@cli.command()
+@workdir_arg
+@click.option("--partial", is_flag=True, help="Report finished outer splits only.")
+def results(workdir, partial):
+    """Print the outer scores table and the summary."""
+    from .results import load_results
+
+    _print_results(load_results(workdir, partial=partial))
+
+
+def _print_results(res) -> None:
+    import pandas as pd
+
+    with pd.option_context("display.width", 160, "display.max_columns", 30,
+                           "display.max_colwidth", 60):
+        table = res.outer_scores.drop(columns=["fit_error"])
+        click.echo(table.to_string(index=False))
+        click.echo()
+        click.echo(res.summary.to_string())
+
+
+@cli.command(name="run-task")
+@workdir_arg
+@click.argument("task_ids", nargs=-1)
+@click.option("--task-file", type=click.Path(dir_okay=False),
+              help="File whose line INDEX holds the task ids to run (array jobs).")
+@click.option("--index", type=int, default=None, help="Line of --task-file (from 0).")
+@click.option("--force", is_flag=True, help="Run even if the outputs exist.")
+def run_task_cmd(workdir, task_ids, task_file, index, force):
+    """Run tasks of WORKDIR in this process (what every backend runs)."""
+    from .runner import run_tasks_main
+
+    ids = list(task_ids)
+    if task_file is not None:
+        if index is None:
+            raise click.UsageError("--task-file needs --index")
+        with open(task_file, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+        if not 0 <= index < len(lines):
+            raise click.UsageError(f"--index {index}: {task_file} has {len(lines)} lines")
+        ids += lines[index].split()
+    if not ids:
+        raise click.UsageError("no task id given")
+    sys.exit(run_tasks_main(workdir, ids, force=force))
+
+
+def main() -> None:
+    """Entry point: run the command, turning mempamal errors into messages."""
+    try:
+        cli(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("mempamal: interrupted; rerun to resume", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("mempamal: interrupted; nothing half-written is kept; rerun to resume",
+                   err=True)
+        sys.exit(130)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except MempamalError as exc:
+        click.echo(f"mempamal: error: {exc}", err=True)
+        sys.exit(2)
+

@@ -1,0 +1,42 @@
+"""Load an experiment file: a plain Python file defining the experiment and its data.
+
+The file must define ``experiment`` (an :class:`~mempamal.Experiment`) and
+either ``X`` and ``y`` (optionally ``groups``) or a function ``load_data()``
+returning ``(X, y)`` or ``(X, y, groups)``. It may define ``compile_options``
+(a dict passed to :meth:`~mempamal.Experiment.compile`, e.g. ``chunk_size``).
+"""
+
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+
+from .errors import ValidationError
+from .experiment import Experiment
+
+
+def load_experiment_file(path) -> tuple[Experiment, tuple, dict]:
+    """Run ``path``; return ``(experiment, (X, y, groups), compile_options)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValidationError(f"experiment file {str(path)!r} does not exist")
+    ns = runpy.run_path(str(path), run_name="__mempamal_experiment__")
+    exp = ns.get("experiment")
+    if not isinstance(exp, Experiment):
+        raise ValidationError(
+            f"{str(path)!r} must define `experiment = mempamal.Experiment(...)`; "
+            f"found {type(exp).__name__}"
+        )
+    if "load_data" in ns:
+        data = tuple(ns["load_data"]())
+    elif "X" in ns:
+        data = (ns["X"], ns.get("y"), ns.get("groups"))
+    else:
+        raise ValidationError(f"{str(path)!r} must define X and y, or load_data()")
+    if len(data) not in (2, 3):
+        raise ValidationError(
+            f"load_data() in {str(path)!r} returned {len(data)} items; expected (X, y) "
+            "or (X, y, groups)"
+        )
+    data = data + (None,) * (3 - len(data))
+    return exp, data, dict(ns.get("compile_options", {}))

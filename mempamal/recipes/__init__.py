@@ -1,0 +1,1 @@
+"""Compilers from an experiment description to a list of tasks."""

@@ -1,0 +1,71 @@
+"""Nested cross-validation as a DAG of tasks (pure: no I/O).
+
+For outer split o, inner split i and candidate chunk c::
+
+    fit-o{o}-i{i}-c{c}   fit + score the candidates of chunk c on inner split (o, i)
+          |  (all i, c of split o)
+    select-o{o}          best candidate, refit on outer-train, score on outer-test
+          |  (all o)
+    aggregate            summary, cv_results, outer scores
+
+Without inner cross-validation: ``fit-o{o}`` -> ``aggregate``. There is no
+barrier between outer splits.
+"""
+
+from __future__ import annotations
+
+from ..workdir import Workdir
+from ..workflow import Task, task_argv
+
+
+def chunks(n_candidates: int, chunk_size: int) -> list[list[int]]:
+    """Candidate indices cut into consecutive chunks of ``chunk_size``."""
+    return [list(range(s, min(s + chunk_size, n_candidates)))
+            for s in range(0, n_candidates, chunk_size)]
+
+
+def build_tasks(n_inner: list[int], n_candidates: int, chunk_size: int,
+                python: str | None = None, resources: dict | None = None) -> list[Task]:
+    """Tasks of a nested CV, in topological order.
+
+    Parameters
+    ----------
+    n_inner : list of int
+        Number of inner splits of each outer split (0: no inner CV).
+    n_candidates : int
+        Number of candidates.
+    chunk_size : int
+        Candidates per fit task.
+    python : str, optional
+        Interpreter of the task commands.
+    resources : dict, optional
+        Resource hints given to every task.
+    """
+    res = dict(resources or {})
+    res.setdefault("cpus", 1)
+    argv0 = task_argv("", python)[:-1]
+    tasks: list[Task] = []
+    selects = []
+    cand_chunks = chunks(n_candidates, chunk_size)
+    for o, n_i in enumerate(n_inner):
+        if n_i == 0:
+            tid = f"fit-o{o}"
+            tasks.append(Task(tid, "fit", [Workdir.fit_output(o, None, 0)], [], res,
+                              {"o": o, "i": None, "candidates": [0]}, argv0 + [tid]))
+            selects.append(tid)
+            continue
+        fits = []
+        for i in range(n_i):
+            for c, cands in enumerate(cand_chunks):
+                tid = f"fit-o{o}-i{i}-c{c}"
+                tasks.append(Task(tid, "fit", [Workdir.fit_output(o, i, c)], [], res,
+                                  {"o": o, "i": i, "candidates": cands}, argv0 + [tid]))
+                fits.append(tid)
+        tid = f"select-o{o}"
+        tasks.append(Task(tid, "select", [Workdir.select_output(o)], fits, res,
+                          {"o": o}, argv0 + [tid]))
+        selects.append(tid)
+    outputs = [Workdir.FINAL_SUMMARY, Workdir.FINAL_CV_RESULTS, Workdir.FINAL_OUTER_SCORES]
+    tasks.append(Task("aggregate", "aggregate", outputs, selects, res, {},
+                      argv0 + ["aggregate"]))
+    return tasks

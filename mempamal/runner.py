@@ -1,0 +1,117 @@
+"""Run tasks of a workdir: the code behind ``python -m mempamal run-task``.
+
+Every backend ends up here, in a fresh interpreter (SLURM, Soma-Workflow,
+the local executor's subprocess mode) or in a persistent worker (local
+executor, Dask). A task's stdout/stderr go to ``logs/TASK.log``; a small meta
+record (``logs/TASK.meta.json``: state, times, host, peak memory, error) is
+written atomically when it starts and when it ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import socket
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+
+from threadpoolctl import threadpool_limits
+
+from . import tasks as _tasks
+from .context import load_context
+from .workdir import read_json, write_json
+
+
+@dataclass
+class TaskOutcome:
+    """What happened to one task."""
+
+    task_id: str
+    ok: bool
+    skipped: bool = False
+    error: str | None = None
+    error_type: str | None = None
+    seconds: float = 0.0
+
+
+def run_task(root, task_id: str, force: bool = False) -> TaskOutcome:
+    """Run task ``task_id`` of the workdir at ``root``; never raises for a task error.
+
+    A task whose outputs already exist is skipped unless ``force``.
+    """
+    try:
+        ctx = load_context(root)
+        task = ctx.workflow.tasks[task_id]
+    except KeyError:
+        return TaskOutcome(task_id, False, error=f"no task {task_id!r} in {root}",
+                           error_type="KeyError")
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        return TaskOutcome(task_id, False, error=str(exc), error_type=type(exc).__name__)
+    wd = ctx.workdir
+    if not force and len(wd.existing(task.outputs)) == len(task.outputs):
+        return TaskOutcome(task_id, True, skipped=True)
+    meta = {"task": task_id, "state": "running", "host": socket.gethostname(),
+            "pid": os.getpid(), "start": time.time(),
+            "slurm_job": os.environ.get("SLURM_JOB_ID"),
+            "attempt": _previous_attempts(wd.meta_file(task_id)) + 1}
+    write_json(wd.meta_file(task_id), meta)
+    t0 = time.perf_counter()
+    outcome = TaskOutcome(task_id, True)
+    with open(wd.log_file(task_id), "a", encoding="utf-8") as log, \
+            contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        print(f"=== mempamal task {task_id} attempt {meta['attempt']} on {meta['host']} "
+              f"pid {meta['pid']} at {time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
+        try:
+            # limit BLAS/OpenMP to the task's share so parallel tasks do not
+            # oversubscribe the cores
+            with threadpool_limits(limits=int(task.resources.get("cpus", 1))):
+                _tasks.run(ctx, task)
+        except BaseException as exc:
+            outcome = TaskOutcome(task_id, False, error=f"{type(exc).__name__}: {exc}",
+                                  error_type=type(exc).__name__)
+            traceback.print_exc(file=log)
+            if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit
+                _finish(wd, meta, outcome, t0)
+                raise
+        print(f"=== {'done' if outcome.ok else 'FAILED'} in "
+              f"{time.perf_counter() - t0:.3f}s", flush=True)
+    _finish(wd, meta, outcome, t0)
+    return outcome
+
+
+def _finish(wd, meta: dict, outcome: TaskOutcome, t0: float) -> None:
+    outcome.seconds = time.perf_counter() - t0
+    meta.update(state="done" if outcome.ok else "failed", end=time.time(),
+                seconds=outcome.seconds, error=outcome.error,
+                error_type=outcome.error_type,
+                peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    write_json(wd.meta_file(outcome.task_id), meta)
+
+
+def _previous_attempts(meta_file) -> int:
+    try:
+        return int(read_json(meta_file).get("attempt", 0))
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def read_meta(wd, task_id: str) -> dict | None:
+    """The meta record of a task, or None if it never started."""
+    try:
+        return read_json(wd.meta_file(task_id))
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def run_tasks_main(root, task_ids, force: bool = False) -> int:
+    """Run tasks one after the other (a packed cluster job); exit status."""
+    status = 0
+    for tid in task_ids:
+        outcome = run_task(root, tid, force=force)
+        if not outcome.ok:
+            print(f"mempamal: task {tid} failed: {outcome.error}", file=sys.stderr)
+            status = 1
+    return status

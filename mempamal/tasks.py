@@ -1,0 +1,166 @@
+"""What each task kind computes: fit, select, aggregate.
+
+Fits and scores go through scikit-learn's own ``_fit_and_score``, the function
+``GridSearchCV`` and ``cross_validate`` call, so every number (and every
+``error_score`` decision) is the one scikit-learn would produce.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import rankdata
+from sklearn.base import clone
+from sklearn.model_selection._validation import _fit_and_score
+
+from . import scoring as _scoring
+from .context import TaskContext
+from .errors import WorkdirError
+from .workdir import Workdir, dump_pickle, read_json, write_json, write_text
+
+
+def fit_and_score(spec, X, y, train, test, params, inner: bool, return_estimator=False):
+    """Fit a clone with ``params`` on ``train``, score on ``test``; a small dict."""
+    scorer = _scoring.resolve(spec["estimator"], spec["scoring"], spec["error_score"])
+    res = _fit_and_score(
+        clone(spec["estimator"]), X, y, scorer=scorer, train=train, test=test,
+        verbose=0, parameters=params, fit_params=None, score_params=None,
+        return_train_score=spec["return_train_score"], return_times=True,
+        return_estimator=return_estimator, error_score=spec["error_score"],
+    )
+    names = spec["scorer_names"]
+    out = {
+        "test_scores": _scoring.as_dict(res["test_scores"], names),
+        "fit_time": res["fit_time"], "score_time": res["score_time"],
+        "fit_error": res["fit_error"],
+    }
+    if spec["return_train_score"]:
+        out["train_scores"] = _scoring.as_dict(res["train_scores"], names)
+    if return_estimator:
+        out["estimator"] = res["estimator"]
+    return out
+
+
+def run(ctx: TaskContext, task) -> None:
+    """Run ``task`` (a :class:`~mempamal.workflow.Task`) of the context's workdir."""
+    {"fit": run_fit, "select": run_select, "aggregate": run_aggregate}[task.kind](ctx, task)
+
+
+# -- fit ---------------------------------------------------------------------
+def run_fit(ctx: TaskContext, task) -> None:
+    """Fit and score a chunk of candidates on one inner split (or the outer split)."""
+    o, i = task.args["o"], task.args["i"]
+    outer_train, outer_test = ctx.splits.outer[o]
+    if i is None:  # plain cross-validation: the outer split itself
+        train, test = outer_train, outer_test
+    else:  # inner indices are relative to the outer-train subset
+        itrain, itest = ctx.splits.inner[o][i]
+        train, test = outer_train[itrain], outer_train[itest]
+    keep = ctx.spec["return_estimator"] and i is None
+    rows = [fit_and_score(ctx.spec, ctx.X, ctx.y, train, test, ctx.spec["candidates"][c],
+                          inner=i is not None, return_estimator=keep)
+            for c in task.args["candidates"]]
+    if keep:
+        dump_pickle(ctx.workdir.path(Workdir.estimator_output(o)), rows[0].pop("estimator"))
+    write_json(ctx.workdir.path(task.outputs[0]),
+               {"candidates": task.args["candidates"], "results": rows})
+
+
+def read_output(ctx: TaskContext, relative: str) -> dict:
+    """Read a task's JSON output; a corrupt one is deleted so that it is recomputed."""
+    path = ctx.workdir.path(relative)
+    try:
+        return read_json(path)
+    except (ValueError, UnicodeDecodeError) as exc:
+        path.unlink(missing_ok=True)
+        raise WorkdirError(
+            f"output {relative!r} was corrupt ({exc}); deleted it so that a rerun "
+            "recomputes it"
+        ) from exc
+
+
+# -- select ------------------------------------------------------------------
+def inner_results(ctx: TaskContext, o: int) -> dict:
+    """Inner ``cv_results`` of outer split ``o``, built as ``GridSearchCV`` does."""
+    spec = ctx.spec
+    n_cand, n_splits = len(spec["candidates"]), ctx.splits.n_inner(o)
+    by_key: dict[str, np.ndarray] = {}
+
+    def grid(key):
+        return by_key.setdefault(key, np.full((n_cand, n_splits), np.nan))
+
+    for dep in ctx.workflow.tasks[f"select-o{o}"].deps:
+        dep_task = ctx.workflow.tasks[dep]
+        doc = read_output(ctx, dep_task.outputs[0])
+        i = dep_task.args["i"]
+        for c, row in zip(doc["candidates"], doc["results"]):
+            grid("fit_time")[c, i] = row["fit_time"]
+            grid("score_time")[c, i] = row["score_time"]
+            for part in ("test", "train"):
+                for name, v in row.get(f"{part}_scores", {}).items():
+                    grid(f"{part}_{name}")[c, i] = v
+    results = {}
+    for key in ("fit_time", "score_time"):
+        _store(results, key, by_key[key], splits=False, rank=False)
+    for name in spec["scorer_names"]:
+        _store(results, f"test_{name}", by_key[f"test_{name}"], splits=True, rank=True)
+        if spec["return_train_score"]:
+            _store(results, f"train_{name}", by_key[f"train_{name}"], splits=True, rank=False)
+    return results
+
+
+def _store(results: dict, key: str, array: np.ndarray, splits: bool, rank: bool) -> None:
+    """scikit-learn's ``BaseSearchCV._format_results._store``, same arithmetic."""
+    if splits:
+        for k in range(array.shape[1]):
+            results[f"split{k}_{key}"] = array[:, k]
+    means = np.average(array, axis=1)
+    results[f"mean_{key}"] = means
+    results[f"std_{key}"] = np.sqrt(np.average((array - means[:, np.newaxis]) ** 2, axis=1))
+    if rank:
+        if np.isnan(means).all():
+            ranks = np.ones_like(means, dtype=np.int32)
+        else:
+            filled = np.nan_to_num(means, nan=np.nanmin(means) - 1)
+            ranks = rankdata(-filled, method="min").astype(np.int32, copy=False)
+        results[f"rank_{key}"] = ranks
+
+
+def best_index(spec, results: dict) -> int:
+    """The candidate ``GridSearchCV`` would pick (its rank and tie-break)."""
+    if callable(spec["refit"]):
+        full = dict(results, params=spec["candidates"])
+        idx = spec["refit"](full)
+        if not isinstance(idx, (int, np.integer)) or not 0 <= idx < len(spec["candidates"]):
+            raise ValueError(f"refit callable returned {idx!r}; expected a candidate index")
+        return int(idx)
+    return int(results[f"rank_test_{spec['refit_metric']}"].argmin())
+
+
+def run_select(ctx: TaskContext, task) -> None:
+    """Pick the best candidate of outer split o, refit on outer-train, score on outer-test."""
+    o = task.args["o"]
+    results = inner_results(ctx, o)
+    best = best_index(ctx.spec, results)
+    train, test = ctx.splits.outer[o]
+    keep = ctx.spec["return_estimator"]
+    outer = fit_and_score(ctx.spec, ctx.X, ctx.y, train, test, ctx.spec["candidates"][best],
+                          inner=False, return_estimator=keep)
+    if keep:
+        dump_pickle(ctx.workdir.path(Workdir.estimator_output(o)), outer.pop("estimator"))
+    write_json(ctx.workdir.path(task.outputs[0]), {
+        "best_index": best, "outer": outer,
+        "inner": {k: v.tolist() for k, v in results.items()},
+    })
+
+
+# -- aggregate -----------------------------------------------------------------
+def run_aggregate(ctx: TaskContext, task) -> None:
+    """Write summary.json, cv_results.csv and outer_scores.csv."""
+    from .results import Results
+
+    res = Results.from_context(ctx)
+    write_text(ctx.workdir.path(Workdir.FINAL_CV_RESULTS),
+               res.cv_results.to_csv(index=False))
+    write_text(ctx.workdir.path(Workdir.FINAL_OUTER_SCORES),
+               res.outer_scores.to_csv(index=False))
+    write_json(ctx.workdir.path(Workdir.FINAL_SUMMARY), res.summary_dict())

@@ -1,0 +1,228 @@
+"""The on-disk layout of a working directory, and atomic writes.
+
+This module is the only place that knows file names. Everything else asks a
+:class:`Workdir` for a path. Paths stored in ``workflow.json`` are relative to
+the workdir, so a workdir can be copied to another machine and run there.
+
+Layout::
+
+    WORKDIR/
+      workflow.json      tasks, deps, outputs, fingerprint, versions
+      experiment.pkl     estimator, candidates, scorers (joblib)
+      data/              X.npy, y.npy, groups.npy (memory-mapped by tasks)
+      splits.npz         outer and inner indices
+      out/fit/ out/select/ out/final/
+      logs/              TASK.log (stdout/stderr) and TASK.meta.json
+      slurm/ soma/ ...   what a backend wrote
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import joblib
+import numpy as np
+
+TMP_PREFIX = ".tmp-"
+WORKFLOW_FILE = "workflow.json"
+EXPERIMENT_FILE = "experiment.pkl"
+SPLITS_FILE = "splits.npz"
+LOCK_FILE = ".mempamal.lock"
+
+
+class Workdir:
+    """Names every file of a working directory.
+
+    Parameters
+    ----------
+    root : str or path-like
+        The working directory.
+    """
+
+    def __init__(self, root) -> None:
+        self.root = Path(root).absolute()
+
+    def __repr__(self) -> str:
+        return f"Workdir({str(self.root)!r})"
+
+    # -- fixed files ---------------------------------------------------------
+    @property
+    def workflow_file(self) -> Path:
+        return self.root / WORKFLOW_FILE
+
+    @property
+    def experiment_file(self) -> Path:
+        return self.root / EXPERIMENT_FILE
+
+    @property
+    def splits_file(self) -> Path:
+        return self.root / SPLITS_FILE
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / LOCK_FILE
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    def data_file(self, name: str, suffix: str) -> Path:
+        """``data/NAME.SUFFIX`` (``suffix`` is ``npy`` or ``pkl``)."""
+        return self.data_dir / f"{name}.{suffix}"
+
+    def backend_dir(self, backend: str) -> Path:
+        """Where backend ``backend`` writes its artefacts."""
+        return self.root / backend
+
+    # -- task files ----------------------------------------------------------
+    @staticmethod
+    def fit_output(o: int, i: int | None, c: int) -> str:
+        """Relative output path of a fit task."""
+        inner = "" if i is None else f"-i{i}"
+        return f"out/fit/o{o}{inner}-c{c}.json"
+
+    @staticmethod
+    def select_output(o: int) -> str:
+        return f"out/select/o{o}.json"
+
+    @staticmethod
+    def estimator_output(o: int) -> str:
+        return f"out/select/o{o}-estimator.pkl"
+
+    FINAL_SUMMARY = "out/final/summary.json"
+    FINAL_CV_RESULTS = "out/final/cv_results.csv"
+    FINAL_OUTER_SCORES = "out/final/outer_scores.csv"
+
+    def path(self, relative: str) -> Path:
+        """Absolute path of a path relative to the workdir."""
+        return self.root / relative
+
+    def log_file(self, task_id: str) -> Path:
+        return self.logs_dir / f"{task_id}.log"
+
+    def meta_file(self, task_id: str) -> Path:
+        return self.logs_dir / f"{task_id}.meta.json"
+
+    # -- state ---------------------------------------------------------------
+    def existing(self, relatives) -> set[str]:
+        """Which of ``relatives`` exist, listing each directory only once.
+
+        One ``scandir`` per directory instead of one ``stat`` per file keeps
+        ``status`` fast on 100,000 tasks and on network file systems.
+        """
+        by_dir: dict[str, list[str]] = {}
+        for rel in relatives:
+            head, _, tail = rel.rpartition("/")
+            by_dir.setdefault(head, []).append(tail)
+        found = set()
+        for head, names in by_dir.items():
+            try:
+                with os.scandir(self.root / head) as it:
+                    present = {e.name for e in it}
+            except FileNotFoundError:
+                continue
+            found.update(f"{head}/{n}" if head else n for n in names if n in present)
+        return found
+
+    def create(self) -> None:
+        """Create the directory tree, without group/world write permission."""
+        old = os.umask(0o022)
+        try:
+            for d in (self.root, self.data_dir, self.logs_dir):
+                d.mkdir(parents=True, exist_ok=True)
+            for sub in ("fit", "select", "final"):
+                (self.root / "out" / sub).mkdir(parents=True, exist_ok=True)
+        finally:
+            os.umask(old)
+
+    def remove_temporaries(self) -> int:
+        """Delete temporary files a killed task left; return how many."""
+        n = 0
+        for d in (self.root / "out" / "fit", self.root / "out" / "select",
+                  self.root / "out" / "final", self.data_dir, self.root):
+            if not d.is_dir():
+                continue
+            for entry in os.scandir(d):
+                if entry.name.startswith(TMP_PREFIX):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+                        n += 1
+        return n
+
+
+# -- atomic writes -----------------------------------------------------------
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path next to ``path``; rename it into place on success.
+
+    The temporary file lives in the same directory, so ``os.replace`` is atomic
+    (also on NFS and Lustre): readers see either no file or the whole file,
+    and a killed writer leaves only a ``.tmp-*`` name nobody counts as done.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (fsynced before the rename)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def write_text(path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path, obj, indent: int | None = 1) -> None:
+    """Write ``obj`` as JSON atomically (floats round-trip exactly)."""
+    write_text(path, json.dumps(obj, indent=indent, allow_nan=True) + "\n")
+
+
+def read_json(path):
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def dump_pickle(path, obj) -> None:
+    """``joblib.dump`` ``obj`` to ``path`` atomically."""
+    buf = io.BytesIO()
+    joblib.dump(obj, buf)
+    write_bytes(path, buf.getvalue())
+
+
+def save_npy(path, array: np.ndarray) -> None:
+    """``numpy.save`` atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array, allow_pickle=False)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def save_npz(path, arrays: dict) -> None:
+    """``numpy.savez`` atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+        fh.flush()
+        os.fsync(fh.fileno())

@@ -1,0 +1,220 @@
+"""Task and Workflow: a DAG of file-producing shell commands.
+
+A :class:`Task` is done exactly when all its outputs exist; outputs are
+written atomically, so a killed task never leaves a file that looks done.
+A :class:`Workflow` holds the tasks of one working directory and is saved as
+``workflow.json``, the backend-neutral single source of truth.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import networkx as nx
+
+from .errors import ValidationError, WorkdirError
+from .workdir import Workdir, read_json, write_json
+
+FORMAT_VERSION = 1
+
+
+@dataclass(slots=True)
+class Task:
+    """One shell command that produces files.
+
+    Attributes
+    ----------
+    id : str
+        Stable, readable identifier (``fit-o3-i1-c0``, ``select-o3``...).
+    kind : str
+        What the task does: ``fit``, ``select`` or ``aggregate``.
+    outputs : list of str
+        Files it produces, relative to the workdir.
+    deps : list of str
+        Ids of the tasks whose outputs it reads.
+    resources : dict
+        Hints backends translate: ``cpus``, ``mem_mb``, ``time_min``, ``gpus``.
+    args : dict
+        Kind-specific arguments (outer split, inner split, candidates...).
+    argv : list of str
+        The command, run with the workdir as current directory.
+    """
+
+    id: str
+    kind: str
+    outputs: list
+    deps: list = field(default_factory=list)
+    resources: dict = field(default_factory=dict)
+    args: dict = field(default_factory=dict)
+    argv: list = field(default_factory=list)
+
+    def command(self, python: str | None = None, workdir: str = ".") -> list[str]:
+        """The argv that runs this task.
+
+        Parameters
+        ----------
+        python : str, optional
+            Interpreter to use instead of the one recorded at compile time.
+        workdir : str, default="."
+            How the command names the workdir (``"."`` when run from it).
+        """
+        argv = list(self.argv)
+        if python is not None:
+            argv[0] = python
+        argv[argv.index(".")] = workdir
+        return argv
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id, "kind": self.kind, "argv": self.argv,
+            "outputs": self.outputs, "deps": self.deps,
+            "resources": self.resources, "args": self.args,
+        }
+
+
+def task_argv(task_id: str, python: str | None = None) -> list[str]:
+    """``python -m mempamal run-task . TASK_ID`` (run from the workdir)."""
+    return [python or sys.executable, "-m", "mempamal", "run-task", ".", task_id]
+
+
+class Workflow:
+    """The tasks of one working directory, as a DAG.
+
+    Parameters
+    ----------
+    workdir : str, path-like or Workdir
+        Where the workflow lives.
+    tasks : list of Task
+        In a topological order (every task after its deps).
+    meta : dict
+        Fingerprint, versions, recipe description.
+    """
+
+    def __init__(self, workdir, tasks, meta=None) -> None:
+        self.workdir = workdir if isinstance(workdir, Workdir) else Workdir(workdir)
+        self.tasks: dict[str, Task] = {t.id: t for t in tasks}
+        self.meta = dict(meta or {})
+
+    def __repr__(self) -> str:
+        return f"<Workflow {len(self.tasks)} tasks in {str(self.workdir.root)!r}>"
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    # -- persistence ---------------------------------------------------------
+    def save(self) -> None:
+        """Write ``workflow.json`` atomically."""
+        doc = {"format": FORMAT_VERSION, **self.meta,
+               "tasks": [t.to_dict() for t in self.tasks.values()]}
+        # indentation doubles the size of a 100,000-task file: only when small
+        write_json(self.workdir.workflow_file, doc, indent=1 if len(self) < 2000 else None)
+
+    @classmethod
+    def load(cls, workdir) -> Workflow:
+        """Read ``WORKDIR/workflow.json``."""
+        wd = workdir if isinstance(workdir, Workdir) else Workdir(workdir)
+        try:
+            doc = read_json(wd.workflow_file)
+        except FileNotFoundError:
+            raise WorkdirError(
+                f"{str(wd.root)!r} is not a mempamal workdir: no {wd.workflow_file.name}"
+                " (compile an experiment into it first)"
+            ) from None
+        if doc.get("format") != FORMAT_VERSION:
+            raise WorkdirError(
+                f"{str(wd.workflow_file)!r} has format {doc.get('format')!r}; "
+                f"this mempamal reads format {FORMAT_VERSION}"
+            )
+        tasks = [Task(**t) for t in doc.pop("tasks")]
+        doc.pop("format")
+        return cls(wd, tasks, doc)
+
+    # -- graph ---------------------------------------------------------------
+    @cached_property
+    def graph(self) -> nx.DiGraph:
+        """The DAG as a networkx DiGraph (edge dep -> task)."""
+        g = nx.DiGraph()
+        g.add_nodes_from(self.tasks)
+        g.add_edges_from((d, t.id) for t in self.tasks.values() for d in t.deps)
+        return g
+
+    def check(self) -> None:
+        """Raise if a dependency is unknown or the graph has a cycle."""
+        for t in self.tasks.values():
+            for d in t.deps:
+                if d not in self.tasks:
+                    raise ValidationError(f"task {t.id!r} depends on unknown task {d!r}")
+        if not nx.is_directed_acyclic_graph(self.graph):
+            raise ValidationError("the workflow has a dependency cycle")
+
+    def downstream(self, ids) -> set[str]:
+        """``ids`` and every task that depends on them, transitively."""
+        out = set(ids)
+        for tid in ids:
+            out.update(nx.descendants(self.graph, tid))
+        return out
+
+    # -- state ---------------------------------------------------------------
+    def done(self) -> set[str]:
+        """Ids of the tasks whose outputs all exist."""
+        present = self.workdir.existing(
+            o for t in self.tasks.values() for o in t.outputs
+        )
+        return {t.id for t in self.tasks.values() if all(o in present for o in t.outputs)}
+
+    def pending(self) -> list[Task]:
+        """Tasks not done, in topological order."""
+        done = self.done()
+        return [t for t in self.tasks.values() if t.id not in done]
+
+    def ready(self) -> list[Task]:
+        """Pending tasks whose dependencies are all done."""
+        done = self.done()
+        return [t for t in self.tasks.values()
+                if t.id not in done and all(d in done for d in t.deps)]
+
+    def file_digest(self, name: str) -> str | None:
+        """The sha256 recorded at compile time for a workdir file."""
+        return self.meta.get("digests", {}).get(name)
+
+    # -- backends ------------------------------------------------------------
+    def run(self, backend: str = "local", **options):
+        """Run the pending tasks on ``backend`` and wait for them.
+
+        Returns the backend's report; raises
+        :class:`~mempamal.errors.TaskFailedError` if a task failed.
+        """
+        from .backends import get_backend
+
+        return get_backend(backend, **options).run(self)
+
+    def write(self, backend: str, **options) -> list:
+        """Write ``backend``'s artefacts (scripts...) and return their paths."""
+        from .backends import get_backend
+
+        return get_backend(backend, **options).write(self)
+
+    def submit(self, backend: str, **options):
+        """Submit the pending tasks to ``backend`` and return at once."""
+        from .backends import get_backend
+
+        return get_backend(backend, **options).submit(self)
+
+    def status(self, backend: str | None = None, **options) -> dict[str, str]:
+        """``{task_id: state}``; the outputs are the truth for ``done``."""
+        from .backends import get_backend
+
+        return get_backend(backend or self.meta.get("last_backend") or "local",
+                           **options).status(self)
+
+
+def sha256_file(path) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
