@@ -1,0 +1,37 @@
+"""Shared fixtures and the CI rule for real components.
+
+Tests that need a real SLURM, soma-workflow or Dask may skip on a laptop
+without them, but under ``CI=true`` a missing component is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def requires_or_fail(available: bool, reason: str):
+    """A mark: skip when ``available`` is false, except under CI=true where it fails.
+
+    Use as ``pytestmark = [pytest.mark.slurm, requires_or_fail(ok, "no sbatch")]``.
+    """
+    if available or not IN_CI:
+        return pytest.mark.skipif(not available, reason=reason)
+    return pytest.mark.usefixtures("_missing_component_in_ci")
+
+
+@pytest.fixture
+def _missing_component_in_ci(request):
+    pytest.fail(f"CI=true but a required component is missing: "
+                f"{request.node.get_closest_marker('skipif') or request.node.nodeid}")
+
+
+@pytest.fixture
+def hostile_dir(tmp_path):
+    """A directory whose name holds spaces, quotes, $, backticks, ; and non-ASCII."""
+    d = tmp_path / "we ird 'q\" $(touch PWNED) `x` ; é"
+    d.mkdir()
+    return d

@@ -1,0 +1,70 @@
+"""Importable helpers for tests (tasks unpickle these in other processes)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+
+
+class FailingClassifier(ClassifierMixin, BaseEstimator):
+    """A classifier whose fit raises when ``fail`` is true (or ``fail_file`` exists).
+
+    ``fail_file`` lets a test remove the cause between two runs.
+    """
+
+    def __init__(self, C=1.0, fail=False, fail_file=None):
+        self.C = C
+        self.fail = fail
+        self.fail_file = fail_file
+
+    def fit(self, X, y):
+        if self.fail or (self.fail_file and os.path.exists(self.fail_file)):
+            raise RuntimeError(f"FailingClassifier asked to fail (C={self.C})")
+        self.model_ = LogisticRegression(C=self.C, max_iter=200).fit(X, y)
+        self.classes_ = self.model_.classes_
+        return self
+
+    def predict(self, X):
+        return self.model_.predict(X)
+
+
+class CrashingClassifier(FailingClassifier):
+    """Kills its own process in fit (a segfault/OOM stand-in) when ``fail_file`` exists."""
+
+    def fit(self, X, y):
+        if self.fail_file and os.path.exists(self.fail_file):
+            os._exit(13)
+        return super().fit(X, y)
+
+
+def iris():
+    X, y = load_iris(return_X_y=True)
+    return X, y
+
+
+def small_grid_experiment(**kw):
+    """A fast experiment: SVC on iris, 3 candidates, 3x3 nested CV."""
+    from sklearn.svm import SVC
+
+    from mempamal import Experiment
+
+    kw.setdefault("cv", 3)
+    kw.setdefault("inner_cv", 3)
+    return Experiment(SVC(), param_grid={"C": [0.1, 1.0, 10.0]}, **kw)
+
+
+def assert_same_results(a, b):
+    """Two Results objects hold identical numbers and choices."""
+    import pandas as pd
+
+    assert a.best_params == b.best_params
+    cols = [c for c in a.outer_scores.columns if c.startswith(("test_", "train_"))]
+    pd.testing.assert_frame_equal(a.outer_scores[cols], b.outer_scores[cols])
+    ca, cb = a.cv_results, b.cv_results
+    keep = [c for c in ca.columns if "time" not in c]
+    pd.testing.assert_frame_equal(ca[keep], cb[keep])
+    np.testing.assert_array_equal(a.best_index, b.best_index)
