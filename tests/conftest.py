@@ -20,13 +20,18 @@ def requires_or_fail(available: bool, reason: str):
     """
     if available or not IN_CI:
         return pytest.mark.skipif(not available, reason=reason)
-    return pytest.mark.usefixtures("_missing_component_in_ci")
+    return pytest.mark.missing_component(reason)
 
 
-@pytest.fixture
-def _missing_component_in_ci(request):
-    pytest.fail(f"CI=true but a required component is missing: "
-                f"{request.node.get_closest_marker('skipif') or request.node.nodeid}")
+def pytest_configure(config):
+    config.addinivalue_line("markers", "missing_component(reason): fails the test in CI")
+
+
+def pytest_runtest_setup(item):
+    mark = item.get_closest_marker("missing_component")
+    if mark is not None:
+        pytest.fail(f"CI=true but a required component is missing: {mark.args[0]}",
+                    pytrace=False)
 
 
 @pytest.fixture
