@@ -12,6 +12,13 @@ import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
+# tasks run in other processes (subprocesses, SLURM jobs, Dask workers) unpickle
+# estimators defined in tests/helpers.py: let them import it
+_TESTS = os.path.dirname(os.path.abspath(__file__))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (_TESTS, os.environ.get("PYTHONPATH", "")) if p
+)
+
 
 def requires_or_fail(available: bool, reason: str):
     """A mark: skip when ``available`` is false, except under CI=true where it fails.
