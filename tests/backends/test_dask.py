@@ -1,0 +1,275 @@
+"""The Dask backend against a real Dask cluster (LocalCluster, and SLURMCluster on SLURM).
+
+The local backend is the oracle: every run here must give exactly its results.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from conftest import requires_or_fail
+from helpers import (
+    FailingClassifier,
+    SleepyClassifier,
+    assert_same_results,
+    iris,
+    small_grid_experiment,
+)
+
+from mempamal import Experiment, load_results
+from mempamal.errors import BackendError, TaskFailedError, ValidationError
+from mempamal.workflow import Workflow
+
+HAVE_DISTRIBUTED = importlib.util.find_spec("distributed") is not None
+pytestmark = [pytest.mark.dask,
+              requires_or_fail(HAVE_DISTRIBUTED, "dask.distributed is not installed")]
+
+
+def _slurm_up() -> bool:
+    if not (shutil.which("sbatch") and shutil.which("sinfo")):
+        return False
+    try:
+        proc = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True,
+                              timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return proc.returncode == 0 and any(
+        s.strip().rstrip("*") in ("idle", "mix", "alloc") for s in proc.stdout.split())
+
+
+def _compile(path, exp=None, chunk_size=1, **kw):
+    X, y = iris()
+    return (exp or small_grid_experiment()).compile(path, X, y, chunk_size=chunk_size, **kw)
+
+
+def _attempts(wf) -> dict:
+    out = {}
+    for tid in wf.tasks:
+        try:
+            with open(wf.workdir.meta_file(tid), encoding="utf-8") as fh:
+                out[tid] = json.load(fh)["attempt"]
+        except FileNotFoundError:
+            out[tid] = 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two single-threaded worker processes advertising one CPU each, shared by tests."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=":0", resources={"CPU": 1}) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def client(cluster):
+    from distributed import Client
+
+    with Client(cluster, set_as_default=False) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def oracle(tmp_path_factory):
+    """The local backend's results for the default small experiment."""
+    wf = _compile(tmp_path_factory.mktemp("oracle") / "w")
+    wf.run("local", n_jobs=2, progress=False)
+    return load_results(wf.workdir.root)
+
+
+# -- options -------------------------------------------------------------------
+@pytest.mark.parametrize(("options", "match"), [
+    ({"n_job": 2}, "unknown option.*valid options"),
+    ({"n_jobs": 0}, "n_jobs must be a positive int"),
+    ({"n_jobs": "2"}, "n_jobs must be a positive int"),
+    ({"address": "tcp://h:1", "n_jobs": 2}, "n_jobs=2 sizes a cluster"),
+    ({"address": ""}, "address must be a scheduler address"),
+    ({"client": "tcp://h:1"}, "client must be a distributed.Client"),
+    ({"address": "tcp://h:1", "cluster": "slurm"}, "exclude each other"),
+    ({"cluster": "kubernetes"}, "'kubernetes' is not a cluster name"),
+    ({"cluster": 3}, "cluster must be a cluster name or a distributed cluster object"),
+    ({"cluster_options": {"cores": 1}, "address": "tcp://h:1"}, "cluster_options configure"),
+    ({"cluster_options": "cores=1"}, "cluster_options must be a dict"),
+    ({"resources": "yes"}, "resources must be true, false, None or a dict"),
+    ({"resources": {"cpus": ""}}, "resources must be"),
+    ({"progress": "no"}, "progress must be"),
+    ({"worker_timeout": 0}, "worker_timeout must be a positive number"),
+])
+def test_bad_options_are_refused(options, match):
+    from mempamal.backends import get_backend
+
+    with pytest.raises(ValidationError, match=match):
+        get_backend("dask", **options)
+
+
+def test_bad_options_touch_nothing(tmp_path):
+    wf = _compile(tmp_path / "w")
+    with pytest.raises(ValidationError):
+        wf.run("dask", cluster="nope")
+    assert not list(wf.workdir.logs_dir.iterdir())
+
+
+# -- runs ----------------------------------------------------------------------
+def test_own_local_cluster_equals_local_backend(tmp_path, oracle, capsys):
+    wf = _compile(tmp_path / "w")
+    report = wf.run("dask", n_jobs=2, progress=False,
+                    cluster_options={"dashboard_address": ":0"})
+    assert sorted(report.executed) == sorted(wf.tasks)
+    assert not report.failures and not report.not_run
+    assert_same_results(load_results(wf.workdir.root), oracle)
+    assert "Dask dashboard at http" in capsys.readouterr().err
+    assert set(_attempts(wf).values()) == {1}
+    # the lock is released: a second run finds nothing to do
+    assert wf.run("dask", client=None, n_jobs=1).executed == []
+
+
+def test_existing_client_and_cluster_object(tmp_path, oracle, client, cluster):
+    wf = _compile(tmp_path / "a")
+    wf.run("dask", client=client, progress=False)
+    assert_same_results(load_results(wf.workdir.root), oracle)
+    wf = _compile(tmp_path / "b")
+    wf.run("dask", cluster=cluster, progress=False)
+    assert_same_results(load_results(wf.workdir.root), oracle)
+    assert client.status == "running" and cluster.status.name == "running"
+
+
+def test_resume_recomputes_only_deleted_outputs(tmp_path, oracle, client):
+    wf = _compile(tmp_path / "w")
+    wf.run("dask", client=client, progress=False)
+    removed = ["fit-o1-i0-c2", "fit-o2-i2-c0", "select-o0"]
+    for tid in removed:
+        for out in wf.tasks[tid].outputs:
+            wf.workdir.path(out).unlink()
+    report = Workflow.load(wf.workdir.root).run("dask", client=client, progress=False)
+    assert sorted(report.executed) == sorted(removed)
+    attempts = _attempts(wf)
+    assert {t for t, a in attempts.items() if a == 2} == set(removed)
+    assert {t for t, a in attempts.items() if a == 1} == set(wf.tasks) - set(removed)
+    assert_same_results(load_results(wf.workdir.root), oracle)
+
+
+def test_failure_blocks_dependents_only(tmp_path, client):
+    # candidate 1 fails in every split: its chunk fails, chunk 0 still runs,
+    # no select (they need both chunks) and no aggregate runs
+    exp = Experiment(FailingClassifier(), param_grid={"C": [1.0], "fail": [False, True]},
+                     cv=2, inner_cv=2, error_score="raise")
+    wf = _compile(tmp_path / "w", exp)
+    with pytest.raises(TaskFailedError) as info:
+        wf.run("dask", client=client, progress=False)
+    report = info.value.report
+    failed = {f"fit-o{o}-i{i}-c1" for o in range(2) for i in range(2)}
+    assert set(report.failures) == failed
+    for why in report.failures.values():
+        assert "RuntimeError: FailingClassifier asked to fail" in why
+        assert "Traceback (most recent call last)" in why and "in fit" in why
+    assert sorted(report.not_run) == ["aggregate", "select-o0", "select-o1"]
+    assert wf.done() == {f"fit-o{o}-i{i}-c0" for o in range(2) for i in range(2)}
+    attempts = _attempts(wf)
+    assert [attempts[t] for t in report.not_run] == [0, 0, 0]  # never started
+    assert "FailingClassifier asked to fail" in str(info.value)
+
+    # the command line, through the scheduler's address: non-zero exit, and
+    # nothing reruns but the failed tasks
+    proc = subprocess.run(
+        [sys.executable, "-m", "mempamal", "resume", str(wf.workdir.root), "--backend",
+         "dask", "-o", f"address={client.scheduler.address}", "-o", "progress=false"],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert "4 task(s) failed" in proc.stderr
+    attempts = _attempts(wf)
+    assert {t for t, a in attempts.items() if a == 2} == failed
+
+
+def test_killed_worker_task_is_rerun(tmp_path, client):
+    exp = Experiment(SleepyClassifier(delay=0.4), param_grid={"C": [0.1, 1.0]},
+                     cv=2, inner_cv=2)
+    oracle_wf = _compile(tmp_path / "oracle", exp)
+    oracle_wf.run("local", n_jobs=2, progress=False)
+    wf = _compile(tmp_path / "w", exp)
+    killed = {}
+    stop = threading.Event()
+
+    def kill_one_running_task():
+        # the first task seen running in a worker process: SIGKILL that process
+        pids = set(client.run(os.getpid).values())
+        while not stop.is_set():
+            for meta_file in wf.workdir.logs_dir.glob("*.meta.json"):
+                try:
+                    meta = json.loads(meta_file.read_text())
+                except (OSError, ValueError):
+                    continue
+                if meta["state"] == "running" and meta["pid"] in pids:
+                    os.kill(meta["pid"], signal.SIGKILL)
+                    killed.update(task=meta["task"], pid=meta["pid"])
+                    return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_one_running_task)
+    killer.start()
+    try:
+        report = wf.run("dask", client=client, progress=False)
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "no task was seen running in a worker"
+    assert not report.failures
+    assert _attempts(wf)[killed["task"]] == 2
+    assert killed["pid"] not in client.run(os.getpid).values()
+    assert_same_results(load_results(wf.workdir.root), load_results(oracle_wf.workdir.root))
+
+
+def test_resources_are_required_where_asked(tmp_path, oracle, client):
+    wf = _compile(tmp_path / "w")
+    wf.run("dask", client=client, resources=True, progress=False)  # workers have CPU=1
+    assert_same_results(load_results(wf.workdir.root), oracle)
+
+    wf = _compile(tmp_path / "big", resources={"cpus": 2})
+    with pytest.raises(BackendError, match=r"needs the Dask worker resources \{'CPU': 2\}"):
+        wf.run("dask", client=client, resources=True, progress=False)
+    assert not list(wf.workdir.logs_dir.iterdir())  # refused before anything ran
+    with pytest.raises(BackendError, match="SLOT"):
+        wf.run("dask", client=client, resources={"cpus": "SLOT"}, progress=False)
+    # not asked: the hints are only hints
+    wf.run("dask", client=client, progress=False)
+    assert_same_results(load_results(wf.workdir.root), oracle)
+
+
+def test_submit_returns_and_runs_in_background(tmp_path, oracle, client):
+    wf = _compile(tmp_path / "w")
+    proc = wf.submit("dask", address=client.scheduler.address)
+    assert proc.wait(timeout=120) == 0, (wf.workdir.root / "dask" / "run.log").read_text()
+    assert_same_results(load_results(wf.workdir.root), oracle)
+    with pytest.raises(ValidationError, match="cannot use a client"):
+        wf.submit("dask", client=client)
+
+
+# -- batch system --------------------------------------------------------------
+@pytest.mark.slurm
+@requires_or_fail(_slurm_up(), "no answering SLURM cluster (sbatch/sinfo)")
+def test_slurm_cluster_equals_local_backend(tmp_path, oracle):
+    """Workers start as SLURM jobs (dask-jobqueue) and run the workflow."""
+    wf = _compile(tmp_path / "w")
+    wf.run("dask", cluster="slurm", n_jobs=2, progress=False, worker_timeout=120,
+           cluster_options={
+               "cores": 1, "processes": 1, "memory": "400MB", "walltime": "00:10:00",
+               # one node: scheduler and workers talk over the loopback
+               "interface": "lo", "python": sys.executable,
+               "log_directory": str(tmp_path / "dask-logs"),
+               "local_directory": str(tmp_path / "dask-tmp"),
+               "job_name": "mempamal-dask-test",
+           })
+    assert_same_results(load_results(wf.workdir.root), oracle)
+    # the workers ran as SLURM jobs
+    hosts = {json.loads(wf.workdir.meta_file(t).read_text())["slurm_job"] for t in wf.tasks}
+    assert None not in hosts
