@@ -68,3 +68,18 @@ def assert_same_results(a, b):
     keep = [c for c in ca.columns if "time" not in c]
     pd.testing.assert_frame_equal(ca[keep], cb[keep])
     np.testing.assert_array_equal(a.best_index, b.best_index)
+
+
+# --- Dask backend tests (added by the Dask helper) ----------------------------
+class SleepyClassifier(FailingClassifier):
+    """A FailingClassifier whose fit first sleeps ``delay`` seconds (to kill it mid-task)."""
+
+    def __init__(self, C=1.0, delay=0.0, fail=False, fail_file=None):
+        super().__init__(C=C, fail=fail, fail_file=fail_file)
+        self.delay = delay
+
+    def fit(self, X, y):
+        import time
+
+        time.sleep(self.delay)
+        return super().fit(X, y)
