@@ -10,7 +10,7 @@ import click
 from .errors import MempamalError, TaskFailedError
 
 
-def _parse_options(pairs, n_jobs=None) -> dict:
+def _parse_options(pairs, n_jobs=None, address=None) -> dict:
     """``-o key=value`` pairs; values are JSON when they parse, else strings."""
     opts = {}
     for pair in pairs:
@@ -23,6 +23,8 @@ def _parse_options(pairs, n_jobs=None) -> dict:
             opts[key.replace("-", "_")] = value
     if n_jobs is not None:
         opts["n_jobs"] = n_jobs
+    if address is not None:
+        opts["address"] = address
     return opts
 
 
@@ -42,6 +44,9 @@ options_opt = click.option("-o", "--option", "options", multiple=True, metavar="
 jobs_opt = click.option("-j", "--n-jobs", type=int, default=None,
                         help="Parallel tasks (local, soma, dask).")
 workdir_arg = click.argument("workdir", type=click.Path(file_okay=False))
+address_opt = click.option("--scheduler-address", default=None, metavar="ADDRESS",
+                           help="Dask scheduler to run on (--backend dask; "
+                                "same as -o address=ADDRESS).")
 
 
 @click.group()
@@ -56,10 +61,11 @@ def cli():
 @backend_opt
 @jobs_opt
 @options_opt
+@address_opt
 @click.option("--chunk-size", type=int, default=None, help="Candidates per fit task.")
-def run(experiment_file, workdir, backend, n_jobs, options, chunk_size):
+def run(experiment_file, workdir, backend, n_jobs, options, scheduler_address, chunk_size):
     """Compile EXPERIMENT_FILE into WORKDIR and run it (resumes if already there)."""
-    opts = _parse_options(options, n_jobs)
+    opts = _parse_options(options, n_jobs, scheduler_address)
     wf = _compile(experiment_file, workdir, chunk_size)
     _run(wf, backend, opts)
 
@@ -69,11 +75,12 @@ def run(experiment_file, workdir, backend, n_jobs, options, chunk_size):
 @backend_opt
 @jobs_opt
 @options_opt
-def resume(workdir, backend, n_jobs, options):
+@address_opt
+def resume(workdir, backend, n_jobs, options, scheduler_address):
     """Run the tasks of WORKDIR whose outputs are missing."""
     from .workflow import Workflow
 
-    _run(Workflow.load(workdir), backend, _parse_options(options, n_jobs))
+    _run(Workflow.load(workdir), backend, _parse_options(options, n_jobs, scheduler_address))
 
 
 def _run(wf, backend, opts) -> None:

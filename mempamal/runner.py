@@ -16,6 +16,7 @@ import socket
 import sys
 import time
 import traceback
+import warnings
 from dataclasses import dataclass
 
 from threadpoolctl import threadpool_limits
@@ -67,7 +68,11 @@ def run_task(root, task_id: str, force: bool = False) -> TaskOutcome:
         try:
             # limit BLAS/OpenMP to the task's share so parallel tasks do not
             # oversubscribe the cores
-            with threadpool_limits(limits=int(task.resources.get("cpus", 1))):
+            with threadpool_limits(limits=int(task.resources.get("cpus", 1))), \
+                    warnings.catch_warnings():
+                # a persistent worker would otherwise show a warning only for
+                # its first task; each task's log gets its own
+                warnings.simplefilter("default")
                 _tasks.run(ctx, task)
         except BaseException as exc:
             outcome = TaskOutcome(task_id, False, error=f"{type(exc).__name__}: {exc}",

@@ -7,9 +7,12 @@ Fits and scores go through scikit-learn's own ``_fit_and_score``, the function
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy.stats import rankdata
 from sklearn.base import clone
+from sklearn.exceptions import FitFailedWarning
 from sklearn.model_selection._validation import _fit_and_score
 
 from . import scoring as _scoring
@@ -79,9 +82,13 @@ def read_output(ctx: TaskContext, relative: str) -> dict:
 
 
 # -- select ------------------------------------------------------------------
-def inner_results(ctx: TaskContext, o: int) -> dict:
-    """Inner ``cv_results`` of outer split ``o``, built as ``GridSearchCV`` does."""
+def inner_results(ctx: TaskContext, o: int) -> tuple[dict, list[str]]:
+    """Inner ``cv_results`` of outer split ``o``, built as ``GridSearchCV`` does.
+
+    Also returns the tracebacks of the fits that failed.
+    """
     spec = ctx.spec
+    errors: list[str] = []
     n_cand, n_splits = len(spec["candidates"]), ctx.splits.n_inner(o)
     by_key: dict[str, np.ndarray] = {}
 
@@ -93,6 +100,8 @@ def inner_results(ctx: TaskContext, o: int) -> dict:
         doc = read_output(ctx, dep_task.outputs[0])
         i = dep_task.args["i"]
         for c, row in zip(doc["candidates"], doc["results"]):
+            if row["fit_error"]:
+                errors.append(row["fit_error"])
             grid("fit_time")[c, i] = row["fit_time"]
             grid("score_time")[c, i] = row["score_time"]
             for part in ("test", "train"):
@@ -105,7 +114,7 @@ def inner_results(ctx: TaskContext, o: int) -> dict:
         _store(results, f"test_{name}", by_key[f"test_{name}"], splits=True, rank=True)
         if spec["return_train_score"]:
             _store(results, f"train_{name}", by_key[f"train_{name}"], splits=True, rank=False)
-    return results
+    return results, errors
 
 
 def _store(results: dict, key: str, array: np.ndarray, splits: bool, rank: bool) -> None:
@@ -139,7 +148,13 @@ def best_index(spec, results: dict) -> int:
 def run_select(ctx: TaskContext, task) -> None:
     """Pick the best candidate of outer split o, refit on outer-train, score on outer-test."""
     o = task.args["o"]
-    results = inner_results(ctx, o)
+    results, errors = inner_results(ctx, o)
+    if errors:
+        # what GridSearchCV's FitFailedWarning says, in this task's log
+        total = len(ctx.spec["candidates"]) * ctx.splits.n_inner(o)
+        warnings.warn(f"{len(errors)} fits failed out of a total of {total}; their score "
+                      f"is error_score={ctx.spec['error_score']!r}. First traceback:\n"
+                      f"{errors[0]}", FitFailedWarning, stacklevel=1)
     best = best_index(ctx.spec, results)
     train, test = ctx.splits.outer[o]
     keep = ctx.spec["return_estimator"]

@@ -45,8 +45,9 @@ def _check_param_values(est, k: int, cand: dict) -> None:
     parts = [est] + [v for v in est.get_params(deep=True).values()
                      if isinstance(v, BaseEstimator)]
     for part in parts:
+        # only estimators that declare constraints (scikit-learn's own) can be checked
         validate = getattr(part, "_validate_params", None)
-        if validate is None:
+        if validate is None or not hasattr(part, "_parameter_constraints"):
             continue
         try:
             validate()

@@ -148,7 +148,7 @@ class Workdir:
         """Delete temporary files a killed task left; return how many."""
         n = 0
         for d in (self.root / "out" / "fit", self.root / "out" / "select",
-                  self.root / "out" / "final", self.data_dir, self.root):
+                  self.root / "out" / "final", self.data_dir, self.logs_dir, self.root):
             if not d.is_dir():
                 continue
             for entry in os.scandir(d):

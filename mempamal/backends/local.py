@@ -201,6 +201,8 @@ def _kill_pool(pool) -> None:
     Outputs are written atomically, so a task stopped mid-way leaves only a
     temporary file, which the next run removes.
     """
+    # no public API to reach the workers; shutdown() forgets them, so look first
+    procs = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
-    for proc in list(getattr(pool, "_processes", {}).values()):  # no public API for this
+    for proc in procs:
         proc.terminate()

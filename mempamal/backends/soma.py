@@ -233,7 +233,9 @@ class SomaBackend(Backend):
             return False  # counted in not_run
         report.executed.append(tid)
         wd = workflow.workdir
-        if ev["exit_value"] == 0 and len(wd.existing(task.outputs)) == len(task.outputs):
+        # an exit value soma did not store yet (None) is fine if the outputs are there
+        if ev["status"] == "done" and ev["exit_value"] in (0, None) \
+                and len(wd.existing(task.outputs)) == len(task.outputs):
             return True
         report.failures[tid] = _failure_reason(wd, tid, ev, run_dir)
         return False
@@ -309,7 +311,8 @@ def _failure_reason(wd, tid: str, ev: dict, run_dir: Path) -> str:
             f", signal {ev['signal']})" if ev.get("signal") else ")")
     stderr = _tail(run_dir / "jobs" / f"{tid}.err", lines=5)
     if meta.get("state") == "failed" and meta.get("error"):
-        why = f"{meta['error']} ({how}; stderr: {stderr or '(empty)'})"
+        why = f"{how}; stderr: {stderr}" if meta["error"] in stderr else \
+            f"{meta['error']} ({how}; stderr: {stderr or '(empty)'})"
     else:
         why = f"{how}; stderr: {stderr or '(empty)'}"
         if ev["exit_value"] == 0:

@@ -18,6 +18,7 @@ Everything soma-workflow prints goes to the run's log file instead.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -38,8 +39,11 @@ def main(argv) -> int:
     os.dup2(log.fileno(), 2)
 
     def emit(**event):
-        events.write(json.dumps(event) + "\n")
-        events.flush()
+        try:
+            events.write(json.dumps(event) + "\n")
+            events.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            _stop.append(True)  # nobody listens any more: stop, do not orphan jobs
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: _stop.append(True))
@@ -57,7 +61,8 @@ def main(argv) -> int:
         traceback.print_exc()
         emit(event="error", message=f"{type(exc).__name__}: {exc}")
         code = 3
-    events.close()
+    with contextlib.suppress(OSError):
+        events.close()
     log.flush()
     # os._exit: soma-workflow's atexit hooks and leftover threads would make a
     # normal exit hang or print; everything we own is flushed already
@@ -78,21 +83,26 @@ def _drive(spec, emit) -> int:
         names = {ej.job_id: job.name for job, ej in wc.workflow(wid).job_mapping.items()}
         reported: set = set()
         interval = float(spec["refreshment_interval"])
+        parent = os.getppid()
         while True:
-            if _stop:
+            if _stop or os.getppid() != parent:
                 # kills the running jobs; nothing is left orphaned
                 wc.stop_workflow(wid)
                 emit(event="end", workflow_status="stopped", interrupted=True)
                 return 130
             jobs, _, wf_status, _, _ = wc.workflow_elements_status(wid)
+            wf_done = wf_status == constants.WORKFLOW_DONE
             for jid, status, _queue, exit_info, _dates, *_ in jobs:
-                if jid in reported or status not in (constants.DONE, constants.FAILED):
+                # a job can read "done" a moment before its exit value is stored
+                ended = status == constants.FAILED or (
+                    status == constants.DONE and (exit_info[0] is not None or wf_done))
+                if jid in reported or not ended:
                     continue
                 reported.add(jid)
                 emit(event="job", task=names.get(jid, str(jid)), status=status,
                      exit_status=exit_info[0], exit_value=exit_info[1],
                      signal=exit_info[2])
-            if wf_status == constants.WORKFLOW_DONE:
+            if wf_done:
                 emit(event="end", workflow_status=wf_status, interrupted=False)
                 return 0
             time.sleep(interval)

@@ -1,0 +1,125 @@
+"""Render the sbatch scripts, task files and submit.sh of a plan (no I/O but the writes).
+
+Decisions (flag spelling, units, quoting) are made here; the templates in
+``templates/slurm/`` only lay the text out. ``#SBATCH`` lines are read by
+sbatch, not by a shell, so their values cannot be quoted: options are
+validated to a safe alphabet instead (see :mod:`.options`), and paths never
+appear in them (logs are relative to the job's working directory).
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from ...templating import render
+from ...workdir import write_text
+from .plan import Job, array_spec
+
+#: what submit.sh and the backend append job ids to, in ``WORKDIR/slurm/``
+JOBS_FILE = "jobs.tsv"
+
+
+def job_name(opts: dict, run_id: str, stem: str) -> str:
+    """Every job of a run carries the run id, so one squeue call shows the run."""
+    return f"{opts['job_name']}-{run_id}-{stem}"
+
+
+def log_pattern(job: Job) -> str:
+    """``--output`` of a job, relative to the workdir (job name, job and array ids)."""
+    return "logs/%x-%A_%a.out" if job.array else "logs/%x-%j.out"
+
+
+def log_path(name: str, job_id: str, index: int | None) -> str:
+    """The SLURM log of one array element (``index``) or plain job, as sbatch names it."""
+    return f"logs/{name}-{job_id}_{index}.out" if index is not None else f"logs/{name}-{job_id}.out"
+
+
+def directives(job: Job, workflow, opts: dict, run_id: str) -> list[str]:
+    """``#SBATCH`` arguments of a job, in a fixed order."""
+    tasks = [workflow.tasks[t] for t in job.task_ids]
+    per_line = max(len(line) for line in job.lines)
+
+    def hint(key):
+        vals = [t.resources.get(key) for t in tasks if t.resources.get(key) is not None]
+        return max(vals) if vals else None
+
+    cpus = opts["cpus_per_task"] or hint("cpus")
+    mem = opts["mem"] if opts["mem"] is not None else hint("mem_mb")
+    time = opts["time"]
+    if time is None and hint("time_min") is not None:
+        time = int(hint("time_min")) * per_line
+    gres = opts["gres"] or (f"gpu:{hint('gpus')}" if hint("gpus") else None)
+    out = [f"--job-name={job_name(opts, run_id, job.stem)}", f"--output={log_pattern(job)}"]
+    for flag, value in (("--partition", opts["partition"]), ("--account", opts["account"]),
+                        ("--qos", opts["qos"]), ("--time", time),
+                        ("--cpus-per-task", cpus), ("--mem", _mem(mem)),
+                        ("--gres", gres)):
+        if value is not None:
+            out.append(f"{flag}={value}")
+    out.extend(opts["extra_directives"])
+    return out
+
+
+def _mem(mem):
+    """An int is megabytes; a string (``4G``) is passed as written."""
+    if mem is None:
+        return None
+    return f"{mem}M" if isinstance(mem, int) else mem
+
+
+def task_file_text(job: Job) -> str:
+    return "".join(" ".join(line) + "\n" for line in job.lines)
+
+
+def script_text(job: Job, workflow, opts: dict, run_id: str) -> str:
+    """The sbatch script of one job."""
+    python = opts["python"]
+    if job.array:
+        task_file = f"slurm/{job.stem}.tasks"
+        first = workflow.tasks[job.lines[0][0]].command(python, ".")
+        argv = [*first[:-1], "--task-file", task_file]
+        what = (f"Array {job.stem}: {len(job.task_ids)} task(s) "
+                f"({job.task_ids[0]} ... {job.task_ids[-1]}), {len(job.lines)} element(s).")
+        return render("slurm/array.sbatch.j2", opts["template_dir"], description=what,
+                      run_id=run_id, array=True, directives=directives(job, workflow, opts,
+                                                                          run_id),
+                      setup=opts["setup"], task_file=task_file, command=shlex.join(argv))
+    task = workflow.tasks[job.lines[0][0]]
+    return render("slurm/job.sbatch.j2", opts["template_dir"], description=f"Task {task.id}.",
+                  run_id=run_id, array=False,
+                  directives=directives(job, workflow, opts, run_id), setup=opts["setup"],
+                  command=shlex.join(task.command(python, ".")))
+
+
+def submission_args(job: Job, indices=None, throttle=None) -> tuple[str, list[str]]:
+    """``(array spec or "-", dependency stems)`` of a job (all its elements by default)."""
+    if not job.array:
+        return "-", list(job.deps)
+    idx = range(len(job.lines)) if indices is None else indices
+    return array_spec(idx, throttle), list(job.deps)
+
+
+def submit_text(jobs: list[Job], opts: dict, run_id: str) -> str:
+    """submit.sh: every job, chained by its dependencies."""
+    lines = []
+    for job in jobs:
+        spec, deps = submission_args(job, throttle=opts["max_parallel"])
+        lines.append(" ".join(shlex.quote(w) for w in (job.stem, spec, *deps)))
+    return render("slurm/submit.sh.j2", opts["template_dir"], run_id=run_id,
+                  jobs_file=JOBS_FILE, submissions=lines)
+
+
+def write_scripts(workflow, jobs: list[Job], opts: dict, run_id: str) -> list:
+    """Write every script, task file and submit.sh into ``WORKDIR/slurm/``; return the paths."""
+    out_dir = workflow.workdir.backend_dir("slurm")
+    paths = []
+    for job in jobs:
+        if job.array:
+            paths.append(out_dir / f"{job.stem}.tasks")
+            write_text(paths[-1], task_file_text(job))
+        paths.append(out_dir / f"{job.stem}.sbatch")
+        write_text(paths[-1], script_text(job, workflow, opts, run_id))
+    paths.append(out_dir / "submit.sh")
+    write_text(paths[-1], submit_text(jobs, opts, run_id))
+    paths[-1].chmod(0o755)
+    return paths

@@ -1,0 +1,234 @@
+"""The local executor: resume, kill, failures, Ctrl-C, worker death."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from helpers import (
+    CrashingClassifier,
+    FailingClassifier,
+    assert_same_results,
+    iris,
+    small_grid_experiment,
+)
+
+from mempamal import Experiment, TaskFailedError, load_results
+from mempamal.runner import read_meta
+from mempamal.workflow import Workflow
+
+
+def _attempts(wf):
+    return {tid: (read_meta(wf.workdir, tid) or {}).get("attempt", 0) for tid in wf.tasks}
+
+
+def test_resume_recomputes_exactly_the_deleted_outputs(tmp_path):
+    X, y = iris()
+    wf = small_grid_experiment().compile(tmp_path / "w", X, y, chunk_size=1)
+    wf.run("local", n_jobs=2, progress=False)
+    before = load_results(wf.workdir.root)
+    attempts = _attempts(wf)
+    deleted = ["fit-o1-i2-c0", "fit-o2-i0-c2", "select-o0"]
+    for tid in deleted:
+        for out in wf.tasks[tid].outputs:
+            wf.workdir.path(out).unlink()
+    # aggregate's outputs exist: it is not recomputed unless deleted too
+    report = wf.run("local", n_jobs=2, progress=False)
+    assert sorted(report.executed) == sorted(deleted)
+    after = _attempts(wf)
+    assert {t for t in wf.tasks if after[t] != attempts[t]} == set(deleted)
+    assert_same_results(before, load_results(wf.workdir.root))
+    # a third run has nothing to do
+    assert wf.run("local", n_jobs=2, progress=False).executed == []
+
+
+def test_recompiling_same_experiment_resumes(tmp_path):
+    X, y = iris()
+    exp = small_grid_experiment()
+    wf = exp.compile(tmp_path / "w", X, y, chunk_size=2)
+    wf2 = small_grid_experiment().compile(tmp_path / "w", X, y)
+    assert wf2.meta["fingerprint"] == wf.meta["fingerprint"]
+    assert list(wf2.tasks) == list(wf.tasks)  # the existing workflow, not a new one
+
+
+def test_other_experiment_in_workdir_is_refused(tmp_path):
+    from mempamal import WorkdirError
+
+    X, y = iris()
+    small_grid_experiment().compile(tmp_path / "w", X, y, chunk_size=2)
+    before = sorted(p.name for p in (tmp_path / "w").rglob("*"))
+    other = Experiment(FailingClassifier(), param_grid={"C": [1, 2]}, cv=3, inner_cv=3)
+    with pytest.raises(WorkdirError, match="holds another experiment"):
+        other.compile(tmp_path / "w", X, y)
+    assert sorted(p.name for p in (tmp_path / "w").rglob("*")) == before
+    # different data is another experiment too
+    with pytest.raises(WorkdirError, match="holds another experiment"):
+        small_grid_experiment().compile(tmp_path / "w", X + 1, y)
+
+
+def test_non_mempamal_directory_is_refused(tmp_path):
+    from mempamal import WorkdirError
+
+    X, y = iris()
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "thesis.tex").write_text("precious")
+    with pytest.raises(WorkdirError, match="not a mempamal workdir"):
+        small_grid_experiment().compile(tmp_path / "w", X, y)
+    assert os.listdir(tmp_path / "w") == ["thesis.tex"]
+
+
+def test_fit_error_is_recorded_with_error_score(tmp_path):
+    """A fit that raises gets error_score and its traceback, as in GridSearchCV."""
+    from sklearn.model_selection import GridSearchCV, cross_validate
+
+    X, y = iris()
+    grid = {"C": [0.5, 1.0], "fail": [False, True]}
+    exp = Experiment(FailingClassifier(), param_grid=grid, cv=3, inner_cv=3,
+                     error_score=-1.0)
+    wf = exp.compile(tmp_path / "w", X, y, chunk_size=4)
+    wf.run("local", n_jobs=2, progress=False)
+    assert "FitFailedWarning: 6 fits failed out of a total of 12" in \
+        wf.workdir.log_file("select-o0").read_text()
+    res = load_results(wf.workdir.root)
+    failed = res.cv_results[res.cv_results["param_fail"] == True]  # noqa: E712
+    assert (failed["mean_test_score"] == -1.0).all()
+    doc = json.loads(wf.workdir.path(wf.tasks["fit-o0-i0-c0"].outputs[0]).read_text())
+    errors = [r["fit_error"] for r in doc["results"]]
+    assert any(e and "asked to fail" in e for e in errors)
+    oracle = cross_validate(GridSearchCV(FailingClassifier(), grid, cv=3, error_score=-1.0),
+                            X, y, cv=3, return_estimator=True)
+    assert res.best_params == [e.best_params_ for e in oracle["estimator"]]
+    np.testing.assert_allclose(res.outer_scores["test_score"], oracle["test_score"])
+
+
+def test_task_crash_is_reported_and_independent_branches_finish(tmp_path):
+    X, y = iris()
+    flag = tmp_path / "fail-now"
+    flag.touch()
+    est = FailingClassifier(fail_file=str(flag))
+    # error_score="raise": the fit error fails the task itself
+    exp = Experiment(est, param_grid={"C": [1.0, 2.0]}, cv=3, inner_cv=2,
+                     error_score="raise")
+    wf = exp.compile(tmp_path / "w", X, y, chunk_size=2)
+    with pytest.raises(TaskFailedError) as info:
+        wf.run("local", n_jobs=2, progress=False)
+    report = info.value.report
+    assert set(report.failures) == {f"fit-o{o}-i{i}-c0" for o in range(3) for i in range(2)}
+    assert set(report.not_run) == {"select-o0", "select-o1", "select-o2", "aggregate"}
+    log = wf.workdir.log_file("fit-o0-i0-c0").read_text()
+    assert "RuntimeError: FailingClassifier asked to fail" in log
+    assert read_meta(wf.workdir, "fit-o0-i0-c0")["state"] == "failed"
+    assert wf.status()["fit-o0-i0-c0"] == "failed"
+    # cause removed: the rerun completes
+    flag.unlink()
+    wf.run("local", n_jobs=2, progress=False)
+    assert wf.status()["aggregate"] == "done"
+
+
+def test_cli_exit_status_and_status_command(tmp_path):
+    X, y = iris()
+    flag = tmp_path / "fail-now"
+    flag.touch()
+    exp = Experiment(FailingClassifier(fail_file=str(flag)), param_grid={"C": [1.0, 2.0]},
+                     cv=2, inner_cv=2, error_score="raise")
+    wf = exp.compile(tmp_path / "w", X, y, chunk_size=2)
+    root = str(wf.workdir.root)
+    proc = subprocess.run([sys.executable, "-m", "mempamal", "resume", root, "-j", "2"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "4 task(s) failed" in proc.stderr
+    st = subprocess.run([sys.executable, "-m", "mempamal", "status", root, "--json"],
+                        capture_output=True, text=True)
+    report = json.loads(st.stdout)
+    assert report["counts"]["fit"] == {"failed": 4}
+    (group,) = report["failure_groups"]
+    assert group["error_type"] == "RuntimeError" and group["count"] == 4
+    assert "asked to fail" in group["example"]
+    assert all(os.path.exists(p) for p in group["logs"])
+
+
+def test_worker_death_is_retried_then_failed(tmp_path):
+    """A worker killed mid-task (OOM, segfault) does not take the run down."""
+    X, y = iris()
+    flag = tmp_path / "crash-now"
+    flag.touch()
+    exp = Experiment(CrashingClassifier(fail_file=str(flag)), cv=2, inner_cv=None)
+    wf = exp.compile(tmp_path / "w", X, y)
+    with pytest.raises(TaskFailedError, match="worker process died"):
+        wf.run("local", n_jobs=1, progress=False)
+    flag.unlink()
+    wf.run("local", n_jobs=1, progress=False)
+    assert wf.status()["aggregate"] == "done"
+
+
+SLOW_EXPERIMENT = """
+from sklearn.datasets import load_digits
+from sklearn.svm import SVC
+from mempamal import Experiment
+X, y = load_digits(return_X_y=True)
+experiment = Experiment(SVC(), param_grid={"C": [0.1, 1, 10, 100], "gamma": [1e-4, 1e-3]},
+                        cv=3, inner_cv=3)
+compile_options = {"chunk_size": 1}
+"""
+
+
+def test_sigkill_midway_then_resume_gives_identical_results(tmp_path):
+    exp_file = tmp_path / "exp.py"
+    exp_file.write_text(SLOW_EXPERIMENT)
+    cmd = [sys.executable, "-m", "mempamal", "run", str(exp_file), "--workdir"]
+    ref = subprocess.run(cmd + [str(tmp_path / "ref"), "-j", "2"], capture_output=True)
+    assert ref.returncode == 0, ref.stderr
+    work = tmp_path / "killed"
+    proc = subprocess.Popen(cmd + [str(work), "-j", "2"], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # kill when some but not all fit outputs exist
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        fits = list((work / "out" / "fit").glob("*.json")) if (work / "out").exists() else []
+        if len(fits) >= 10:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole group: no worker survives
+    proc.wait()
+    wf = Workflow.load(work)
+    done_before = wf.done()
+    assert 0 < len(done_before) < len(wf)
+    attempts = _attempts(wf)
+    # every file that looks done parses (nothing half-written counted as done)
+    for tid in done_before:
+        for out in wf.tasks[tid].outputs:
+            if out.endswith(".json"):
+                json.loads(wf.workdir.path(out).read_text())
+    rerun = subprocess.run([sys.executable, "-m", "mempamal", "resume", str(work), "-j", "2"],
+                           capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    after = _attempts(wf)
+    assert all(after[t] == attempts[t] for t in done_before)  # nothing done recomputed
+    assert not list(work.rglob(".tmp-*"))
+    assert_same_results(load_results(tmp_path / "ref"), load_results(work))
+
+
+def test_ctrl_c_stops_cleanly_and_resumes(tmp_path):
+    exp_file = tmp_path / "exp.py"
+    exp_file.write_text(SLOW_EXPERIMENT)
+    work = tmp_path / "w"
+    proc = subprocess.Popen([sys.executable, "-m", "mempamal", "run", str(exp_file),
+                             "--workdir", str(work), "-j", "2"], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(work.glob("out/fit/*.json")):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "rerun to resume" in err
+    rerun = subprocess.run([sys.executable, "-m", "mempamal", "resume", str(work), "-j", "2"],
+                           capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert not list(work.rglob(".tmp-*"))
