@@ -1,0 +1,19 @@
+# Source me: create (once) the project's virtual environment in .venv and
+# install mempamal with every extra into it. Used by both README commands.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${MEMPAMAL_VENV:-$ROOT/.venv}
+PY=${PYTHON:-python3}
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "[mempamal] creating $VENV" >&2
+    "$PY" -m venv "$VENV"
+fi
+# re-install when the project's metadata changed (cheap when nothing did)
+stamp="$VENV/.mempamal-installed"
+if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ] || [ "$ROOT/setup.py" -nt "$stamp" ]; then
+    echo "[mempamal] installing mempamal[all] into $VENV" >&2
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    "$VENV/bin/python" -m pip install -q -e "$ROOT[all]"
+    touch "$stamp"
+fi
+export PATH="$VENV/bin:$PATH"
