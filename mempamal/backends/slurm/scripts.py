@@ -113,13 +113,19 @@ def write_scripts(workflow, jobs: list[Job], opts: dict, run_id: str) -> list:
     """Write every script, task file and submit.sh into ``WORKDIR/slurm/``; return the paths."""
     out_dir = workflow.workdir.backend_dir("slurm")
     paths = []
+    keep = {"submit.sh", JOBS_FILE}
     for job in jobs:
-        if job.array:
-            paths.append(out_dir / f"{job.stem}.tasks")
-            write_text(paths[-1], task_file_text(job))
+        # every job gets a task file (one line for a plain job): status reads them
+        # to know which tasks a recorded job ran
+        paths.append(out_dir / f"{job.stem}.tasks")
+        write_text(paths[-1], task_file_text(job))
         paths.append(out_dir / f"{job.stem}.sbatch")
         write_text(paths[-1], script_text(job, workflow, opts, run_id))
     paths.append(out_dir / "submit.sh")
     write_text(paths[-1], submit_text(jobs, opts, run_id))
     paths[-1].chmod(0o755)
+    keep.update(p.name for p in paths)
+    for old in out_dir.glob("*"):
+        if old.suffix in (".sbatch", ".tasks") and old.name not in keep:
+            old.unlink()  # left by an earlier write with other options
     return paths

@@ -1,0 +1,222 @@
+"""The SLURM backend: sbatch array scripts chained by ``afterok`` dependencies.
+
+``write`` renders ``WORKDIR/slurm/``: one script (plus a task file) per job
+and ``submit.sh``, which a person can read, edit and run by hand on a login
+node. ``submit`` runs the same sbatch commands for the pending tasks only
+(array index lists such as ``--array=3,7,9``) and returns at once; ``status``
+asks squeue once for every recorded job; ``run`` submits and polls.
+See :mod:`.plan` for how tasks become jobs.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ...lock import run_lock
+from ...runner import read_meta
+from ...workdir import write_json
+from ..base import Backend, RunReport, file_status
+from ..progress import RunProgress
+from . import commands, options, scripts
+from .commands import ACTIVE_STATES, Record
+from .plan import Job, plan_jobs
+from .states import assignments, task_states
+
+__all__ = ["SlurmBackend"]
+
+
+class SlurmBackend(Backend):
+    """Run a workflow on SLURM through generated sbatch scripts.
+
+    Options
+    -------
+    partition, account, qos : str
+        ``--partition``, ``--account``, ``--qos``.
+    time : int or str
+        Time limit per job: minutes, or a SLURM time (``"1:30:00"``).
+    mem : int or str
+        Memory per job: megabytes, or ``"4G"``.
+    cpus_per_task : int
+        Default: the tasks' ``cpus`` hint.
+    gres : str
+        Generic resources, e.g. ``"gpu:1"``.
+    max_parallel : int
+        Array throttle: at most this many elements of each array run at once.
+    max_array_size : int
+        Longest array (default: the cluster's MaxArraySize, else 1001).
+    tasks_per_job : int
+        Task ids run one after the other by one array element (packing).
+    setup : list of str
+        Shell lines run before the task (``module load``, ``source venv/bin/activate``).
+    extra_directives : list of str
+        More sbatch options, e.g. ``["--constraint=skylake"]``.
+    python : str
+        Interpreter on the cluster (default: the one the workflow was compiled with).
+    job_name : str
+        Prefix of every job name (followed by the run id and the job's stem).
+    template_dir : str
+        Directory of user templates overriding ``slurm/*.j2`` (whole or by block).
+    poll_interval : float
+        Seconds between two squeue calls while ``run`` waits.
+    progress : bool or None
+        Progress bar while ``run`` waits (None: when stderr is a terminal).
+    """
+
+    name = "slurm"
+    options = options.DEFAULTS
+
+    def validate(self) -> None:
+        options.validate(self.opts)
+
+    # -- writing ---------------------------------------------------------------
+    def plan(self, workflow) -> list[Job]:
+        """The jobs of ``workflow`` under these options."""
+        size = self.opts["max_array_size"] or commands.cluster_max_array_size()
+        return plan_jobs(workflow, size, self.opts["tasks_per_job"])
+
+    def write(self, workflow) -> list:
+        """Write ``WORKDIR/slurm/`` (scripts, task files, submit.sh); return the paths."""
+        jobs = self.plan(workflow)
+        return scripts.write_scripts(workflow, jobs, self.opts, run_id(workflow))
+
+    # -- submitting ------------------------------------------------------------
+    def submit(self, workflow) -> list[Record]:
+        """Submit the pending tasks and their downstream jobs; return the job records."""
+        with run_lock(workflow.workdir, "slurm submission"):
+            return self._submit(workflow)
+
+    def _submit(self, workflow) -> list[Record]:
+        wd = workflow.workdir
+        self._refuse_if_active(workflow)
+        wd.remove_temporaries()
+        jobs = self.plan(workflow)
+        scripts.write_scripts(workflow, jobs, self.opts, run_id(workflow))
+        done = workflow.done()
+        submitted: dict[str, str] = {}
+        records: list[Record] = []
+        try:
+            for job in jobs:
+                todo = [k for k, line in enumerate(job.lines)
+                        if any(t not in done for t in line)]
+                if not todo:
+                    continue
+                spec, deps = scripts.submission_args(job, todo, self.opts["max_parallel"])
+                argv = [f"--chdir={wd.root}"]
+                if job.array:
+                    argv.append(f"--array={spec}")
+                dep_ids = [submitted[d] for d in deps if d in submitted]
+                if dep_ids:
+                    argv += [f"--dependency=afterok:{':'.join(dep_ids)}",
+                             "--kill-on-invalid-dep=yes"]
+                argv.append(str(wd.backend_dir("slurm") / f"{job.stem}.sbatch"))
+                submitted[job.stem] = commands.sbatch(argv)
+                records.append(Record(submitted[job.stem], job.stem, spec))
+        except BaseException:
+            # a refused job leaves its upstream jobs orphaned: take them back
+            commands.scancel([r.job for r in records])
+            raise
+        if records:
+            commands.append_records(jobs_file(workflow), records, "mempamal")
+        return records
+
+    def _refuse_if_active(self, workflow) -> None:
+        from ...errors import BackendError
+
+        rows = commands.squeue({r.job for r in commands.read_records(jobs_file(workflow))})
+        active = sorted({r["array_job"] for r in rows if r["state"] in ACTIVE_STATES}, key=int)
+        if active:
+            raise BackendError(
+                f"jobs {', '.join(active)} of an earlier submission of "
+                f"{str(workflow.workdir.root)!r} are still queued or running; wait for them "
+                f"or cancel them (scancel {' '.join(active)}) before submitting again")
+
+    # -- waiting ---------------------------------------------------------------
+    def run(self, workflow) -> RunReport:
+        """Submit, poll squeue until the submitted jobs ended, report; raise on failures."""
+        before = workflow.done()
+        todo = [t for t in workflow.tasks if t not in before]
+        records = self.submit(workflow)
+        ids = {r.job for r in records}
+        with RunProgress(len(todo), self.opts["progress"], "slurm") as bar:
+            seen = 0
+            while True:
+                rows = commands.squeue(ids)
+                n_done = len(workflow.done() - before)
+                for _ in range(n_done - seen):
+                    bar.advance(True)
+                seen = n_done
+                if not any(r["state"] in ACTIVE_STATES for r in rows):
+                    break
+                # one squeue call every few seconds: SLURM asks users not to poll
+                # the controller more often, and cluster tasks last seconds to hours
+                time.sleep(self.opts["poll_interval"])
+        return self._report(workflow, todo).raise_for_failures()
+
+    def _report(self, workflow, todo) -> RunReport:
+        states = self.status(workflow)
+        report = RunReport()
+        for tid in todo:
+            meta = read_meta(workflow.workdir, tid) or {}
+            if states[tid] == "failed":
+                report.executed.append(tid)
+                report.failures[tid] = meta.get("error") or "failed"
+            elif states[tid] == "done":
+                report.executed.append(tid)
+            else:
+                report.not_run.append(tid)
+        return report
+
+    # -- status ----------------------------------------------------------------
+    def status(self, workflow) -> dict[str, str]:
+        """``{task_id: state}`` from the outputs, the meta records and one squeue call.
+
+        States: done, queued, running, failed, cancelled, pending (not submitted).
+        Records the scheduler's verdict (OUT_OF_MEMORY, TIMEOUT...) and the SLURM
+        log in the meta record of each task a job ended.
+        """
+        wd = workflow.workdir
+        file_states = file_status(workflow)
+        records = commands.read_records(jobs_file(workflow))
+        if not records:
+            return file_states
+        lines = _TaskFiles(wd.backend_dir("slurm"))
+        assigned = assignments(records, lines)
+        metas = {tid: read_meta(wd, tid) for tid, s in file_states.items() if s != "done"}
+        ids = {r.job for r in records} | {str(m["slurm_job"]) for m in metas.values()
+                                           if m and m.get("slurm_job")}
+        rows = commands.squeue(ids)
+        rid = run_id(workflow)
+        states, updates = task_states(
+            file_states, assigned, rows, metas,
+            lambda stem: scripts.job_name(self.opts, rid, stem))
+        for tid, meta in updates.items():
+            if meta != metas.get(tid):
+                write_json(wd.meta_file(tid), meta)
+        return states
+
+
+class _TaskFiles:
+    """``stem -> task-id lines`` read once from ``slurm/STEM.tasks``."""
+
+    def __init__(self, directory) -> None:
+        self.dir = directory
+        self.cache: dict[str, list] = {}
+
+    def __call__(self, stem: str) -> list:
+        if stem not in self.cache:
+            try:
+                text = (self.dir / f"{stem}.tasks").read_text(encoding="utf-8")
+                self.cache[stem] = [line.split() for line in text.splitlines()]
+            except FileNotFoundError:
+                self.cache[stem] = []
+        return self.cache[stem]
+
+
+def run_id(workflow) -> str:
+    """The run's id in every job name: the start of the experiment's fingerprint."""
+    return str(workflow.meta.get("fingerprint", "nofingerprint"))[:8]
+
+
+def jobs_file(workflow):
+    """Where submit.sh and the backend record job ids."""
+    return workflow.workdir.backend_dir("slurm") / scripts.JOBS_FILE
