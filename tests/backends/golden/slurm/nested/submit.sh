@@ -1,0 +1,34 @@
+#!/bin/bash
+# Submit the jobs of this mempamal workdir (run 01234567) to SLURM.
+# Run it from anywhere: bash WORKDIR/slurm/submit.sh
+# Jobs are chained with --dependency=afterok (a failure cancels what depends on
+# it); their ids are appended to slurm/jobs.tsv. Tasks whose outputs exist are
+# skipped, so a rerun recomputes nothing, but
+# `mempamal resume WORKDIR --backend slurm` submits only what is missing.
+set -euo pipefail
+WORKDIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+cd "$WORKDIR"
+declare -A JOB
+
+submit() {  # submit STEM ARRAY [DEP_STEM...]: sbatch slurm/STEM.sbatch after its deps
+    local stem=$1 array=$2 deps="" d id
+    local opts=(--parsable "--chdir=$WORKDIR")
+    shift 2
+    [ "$array" = - ] || opts+=("--array=$array")
+    for d in "$@"; do deps+=":${JOB[$d]}"; done
+    [ -z "$deps" ] || opts+=("--dependency=afterok$deps" --kill-on-invalid-dep=yes)
+    id=$(sbatch "${opts[@]}" "slurm/$stem.sbatch")
+    id=${id%%;*}
+    JOB[$stem]=$id
+    printf '%s\t%s\t%s\n' "$id" "$stem" "$array" >> slurm/jobs.tsv
+    echo "$stem $id"
+}
+
+printf '# submitted by submit.sh at %s\n' "$(date '+%Y-%m-%d %H:%M:%S')" >> slurm/jobs.tsv
+submit fit-o0.0 0-2%2
+submit fit-o0.1 0%2
+submit select-o0 - fit-o0.0 fit-o0.1
+submit fit-o1.0 0-2%2
+submit fit-o1.1 0%2
+submit select-o1 - fit-o1.0 fit-o1.1
+submit aggregate - select-o0 select-o1

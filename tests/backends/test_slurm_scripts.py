@@ -1,0 +1,235 @@
+"""SLURM backend without a cluster: planning, rendered scripts (golden files), options, parsers.
+
+Golden files live in tests/backends/golden/slurm/CASE/. After an intended
+change of the scripts, regenerate them and review the diff:
+
+    MEMPAMAL_REGEN_GOLDEN=1 python -m pytest tests/backends/test_slurm_scripts.py
+    git diff tests/backends/golden/slurm
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mempamal.backends import get_backend
+from mempamal.backends.slurm import SlurmBackend
+from mempamal.backends.slurm.commands import (
+    Record,
+    parse_max_array_size,
+    parse_squeue,
+    read_records,
+)
+from mempamal.backends.slurm.plan import array_spec, parse_array_spec, plan_jobs
+from mempamal.backends.slurm.states import assignments, task_states
+from mempamal.errors import BackendError, ValidationError
+from mempamal.recipes.nested_cv import build_tasks
+from mempamal.workflow import Workflow
+
+GOLDEN = Path(__file__).parent / "golden" / "slurm"
+REGEN = os.environ.get("MEMPAMAL_REGEN_GOLDEN") == "1"
+
+CASES = {
+    # nested CV, arrays cut at 3 elements, throttled, every directive option
+    "nested": ([2, 2], 3, 2, dict(
+        max_array_size=3, max_parallel=2, partition="debug", time="1:00:00", mem="2G",
+        account="proj-1", qos="normal", gres="gpu:1", cpus_per_task=2,
+        setup=["module load python/3.11", "source \"$HOME/venv/bin/activate\""],
+        extra_directives=["--constraint=skylake"], python="python3", job_name="mp")),
+    # no inner CV: one array of fits feeding the aggregate, packed two per element
+    "flat": ([0, 0, 0], 1, 1, dict(max_array_size=1001, tasks_per_job=2, python="python3")),
+}
+
+
+def _workflow(root, n_inner, n_candidates, chunk_size) -> Workflow:
+    tasks = build_tasks(n_inner, n_candidates, chunk_size, python="python3")
+    return Workflow(root, tasks, {"fingerprint": "0123456789abcdef"})
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_scripts_match_golden_files(tmp_path, case):
+    n_inner, n_cand, chunk, opts = CASES[case]
+    wf = _workflow(tmp_path / "w", n_inner, n_cand, chunk)
+    paths = wf.write("slurm", **opts)
+    got = {p.name: p.read_text(encoding="utf-8") for p in paths}
+    golden = GOLDEN / case
+    if REGEN:
+        shutil.rmtree(golden, ignore_errors=True)
+        golden.mkdir(parents=True)
+        for name, text in got.items():
+            (golden / name).write_text(text, encoding="utf-8")
+    want = {p.name: p.read_text(encoding="utf-8") for p in sorted(golden.iterdir())}
+    assert sorted(got) == sorted(want)
+    for name in want:
+        assert got[name] == want[name], f"{name} differs from {golden / name}"
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_output_is_deterministic_and_valid_bash(tmp_path, case):
+    n_inner, n_cand, chunk, opts = CASES[case]
+    a = _workflow(tmp_path / "a", n_inner, n_cand, chunk).write("slurm", **opts)
+    b = _workflow(tmp_path / "b", n_inner, n_cand, chunk).write("slurm", **opts)
+    assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
+    for p in a:
+        if p.suffix in (".sbatch", ".sh"):
+            proc = subprocess.run(["bash", "-n", str(p)], capture_output=True, text=True)
+            assert proc.returncode == 0, (p, proc.stderr)
+
+
+def test_hostile_workdir_scripts_hold_no_path(hostile_dir):
+    wf = _workflow(hostile_dir / "w", [2], 2, 1)
+    paths = wf.write("slurm", max_array_size=10, python="python3")
+    for p in paths:
+        assert str(hostile_dir) not in p.read_text(encoding="utf-8")
+        if p.suffix in (".sbatch", ".sh"):
+            assert subprocess.run(["bash", "-n", str(p)]).returncode == 0
+
+
+def test_rewrite_removes_scripts_of_other_options(tmp_path):
+    wf = _workflow(tmp_path / "w", [2, 2], 3, 1)
+    wf.write("slurm", max_array_size=2)
+    assert (tmp_path / "w" / "slurm" / "fit-o0.2.sbatch").exists()
+    wf.write("slurm", max_array_size=100)
+    names = sorted(p.name for p in (tmp_path / "w" / "slurm").iterdir())
+    assert "fit-o0.2.sbatch" not in names and "fit-o0.sbatch" in names
+
+
+def test_user_template_overrides_one_block(tmp_path):
+    tdir = tmp_path / "templates" / "slurm"
+    tdir.mkdir(parents=True)
+    (tdir / "array.sbatch.j2").write_text(
+        '{% extends "builtin/slurm/array.sbatch.j2" %}\n'
+        "{% block setup %}\necho custom setup\n{% endblock %}\n")
+    wf = _workflow(tmp_path / "w", [2], 2, 1)
+    wf.write("slurm", template_dir=str(tmp_path / "templates"), max_array_size=10)
+    text = (tmp_path / "w" / "slurm" / "fit-o0.sbatch").read_text()
+    assert "echo custom setup" in text and "--task-file slurm/fit-o0.tasks" in text
+    assert "custom" not in (tmp_path / "w" / "slurm" / "select-o0.sbatch").read_text()
+
+
+# -- planning ------------------------------------------------------------------
+def test_plan_one_array_per_outer_split_and_select_after_all_its_arrays(tmp_path):
+    wf = _workflow(tmp_path / "w", [3, 3], 4, 1)  # 12 fits per outer split
+    jobs = {j.stem: j for j in plan_jobs(wf, max_array_size=5)}
+    assert sorted(jobs) == ["aggregate", "fit-o0.0", "fit-o0.1", "fit-o0.2", "fit-o1.0",
+                            "fit-o1.1", "fit-o1.2", "select-o0", "select-o1"]
+    assert [len(jobs[f"fit-o0.{k}"].lines) for k in range(3)] == [5, 5, 2]
+    assert jobs["select-o0"].deps == ["fit-o0.0", "fit-o0.1", "fit-o0.2"]
+    assert jobs["select-o1"].deps == ["fit-o1.0", "fit-o1.1", "fit-o1.2"]
+    assert jobs["aggregate"].deps == ["select-o0", "select-o1"]
+    assert not jobs["select-o0"].array and jobs["fit-o0.0"].array
+    fits = [t for s in ("fit-o0.0", "fit-o0.1", "fit-o0.2") for t in jobs[s].task_ids]
+    assert fits == [t for t in wf.tasks if t.startswith("fit-o0-")]
+
+
+def test_plan_packs_tasks_per_element(tmp_path):
+    wf = _workflow(tmp_path / "w", [0, 0, 0, 0, 0], 1, 1)
+    jobs = plan_jobs(wf, max_array_size=2, tasks_per_job=2)
+    assert [(j.stem, j.lines, j.deps) for j in jobs] == [
+        ("fit.0", [["fit-o0", "fit-o1"], ["fit-o2", "fit-o3"]], []),
+        ("fit.1", [["fit-o4"]], []),
+        ("aggregate", [["aggregate"]], ["fit.0", "fit.1"]),
+    ]
+
+
+@pytest.mark.parametrize(("indices", "spec"), [
+    ([0, 1, 2, 3], "0-3"), ([3, 7, 9], "3,7,9"), ([0, 1, 5, 6, 7, 9], "0-1,5-7,9"), ([4], "4"),
+])
+def test_array_spec_round_trip(indices, spec):
+    assert array_spec(indices) == spec
+    assert array_spec(indices, 2) == spec + "%2"
+    assert parse_array_spec(spec + "%2") == indices
+
+
+# -- options -------------------------------------------------------------------
+def test_unknown_option_lists_valid_ones():
+    with pytest.raises(ValidationError, match="partitoin.*valid options.*partition"):
+        get_backend("slurm", partitoin="debug")
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("partition", "de bug"), ("partition", "x\n#SBATCH --mem=1"), ("time", "soon"),
+    ("time", -5), ("mem", "lots"), ("max_parallel", 0), ("max_array_size", "4"),
+    ("tasks_per_job", 0), ("extra_directives", ["--constraint=a b"]),
+    ("extra_directives", ["constraint"]), ("setup", ["a\nb"]), ("job_name", "a;b"),
+    ("poll_interval", 0),
+])
+def test_bad_option_values_are_refused_naming_them(key, value):
+    with pytest.raises(ValidationError, match=key):
+        SlurmBackend(**{key: value})
+
+
+def test_without_sbatch_submit_says_so(tmp_path, monkeypatch):
+    wf = _workflow(tmp_path / "w", [0], 1, 1)
+    wf.workdir.create()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(BackendError, match="sbatch.*not on PATH"):
+        wf.submit("slurm", max_array_size=10)
+
+
+# -- parsers and state mapping -------------------------------------------------
+SQUEUE = """\
+10|10|2|mp-run-fit-o0|COMPLETED|None
+17|10|0|mp-run-fit-o0|FAILED|NonZeroExitCode
+18|10|1|mp-run-fit-o0|OUT_OF_MEMORY|OutOfMemory
+12|12|N/A|mp-run-select-o0|CANCELLED|DependencyNeverSatisfied
+13|13|0|mp-run-fit-o1|RUNNING|None
+14|13|1|mp-run-fit-o1|PENDING|JobArrayTaskLimit
+"""
+
+
+def test_parse_squeue():
+    rows = parse_squeue(SQUEUE + "garbage\n")
+    assert len(rows) == 6
+    assert rows[1] == {"job": "17", "array_job": "10", "index": 0, "name": "mp-run-fit-o0",
+                       "state": "FAILED", "reason": "NonZeroExitCode"}
+    assert rows[3]["index"] is None and rows[0]["reason"] is None
+
+
+def test_parse_max_array_size():
+    assert parse_max_array_size("MaxArraySize            = 100001\nMinJobAge = 300 sec") \
+        == 100001
+    assert parse_max_array_size("nothing here") == 1001
+
+
+def test_task_states_from_squeue_rows():
+    lines = {"fit-o0": [["a"], ["b"], ["c"]], "select-o0": [["s"]],
+             "fit-o1": [["d"], ["e"]]}
+    records = [Record("10", "fit-o0", "0-2%2"), Record("12", "select-o0", "-"),
+               Record("13", "fit-o1", "0-1")]
+    assigned = assignments(records, lambda stem: lines.get(stem, []))
+    file_states = {"a": "failed", "b": "running", "c": "done", "s": "pending",
+                   "d": "running", "e": "pending"}
+    metas = {"a": {"state": "failed", "slurm_job": "17", "error": "RuntimeError: x"},
+             "b": {"state": "running", "slurm_job": "18", "attempt": 1},
+             "d": {"state": "running", "slurm_job": "13"}, "s": None, "e": None}
+    states, updates = task_states(file_states, assigned, parse_squeue(SQUEUE), metas,
+                                  lambda stem: f"mp-run-{stem}")
+    assert states == {"a": "failed", "b": "failed", "c": "done", "s": "cancelled",
+                      "d": "running", "e": "queued"}
+    assert updates["a"]["scheduler_state"] == "FAILED (NonZeroExitCode)"
+    assert updates["a"]["error"] == "RuntimeError: x"
+    assert updates["b"]["state"] == "failed"
+    assert updates["b"]["error_type"] == "OUT_OF_MEMORY"
+    assert updates["b"]["scheduler_log"] == "logs/mp-run-fit-o0-10_1.out"
+    assert set(updates) == {"a", "b"}
+
+
+def test_task_killed_by_a_forgotten_job_is_failed():
+    records = [Record("10", "fit-o0", "0")]
+    assigned = assignments(records, lambda stem: [["a"]])
+    states, updates = task_states({"a": "running"}, assigned, [],
+                                  {"a": {"state": "running", "slurm_job": "10"}},
+                                  lambda stem: f"mp-run-{stem}")
+    assert states == {"a": "failed"}
+    assert updates["a"]["scheduler_state"] == "UNKNOWN"
+
+
+def test_records_ignore_comments(tmp_path):
+    f = tmp_path / "jobs.tsv"
+    f.write_text("# submitted by submit.sh\n10\tfit-o0\t0-3%2\n11\tselect-o0\t-\n")
+    assert read_records(f) == [Record("10", "fit-o0", "0-3%2"), Record("11", "select-o0", "-")]
