@@ -183,7 +183,7 @@ def test_failure_blocks_dependents_only(tmp_path, client):
     # nothing reruns but the failed tasks
     proc = subprocess.run(
         [sys.executable, "-m", "mempamal", "resume", str(wf.workdir.root), "--backend",
-         "dask", "-o", f"address={client.scheduler.address}", "-o", "progress=false"],
+         "dask", "--scheduler-address", client.scheduler.address, "-o", "progress=false"],
         capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 1, proc.stderr
     assert "4 task(s) failed" in proc.stderr
@@ -201,15 +201,17 @@ def test_killed_worker_task_is_rerun(tmp_path, client):
     stop = threading.Event()
 
     def kill_one_running_task():
-        # the first task seen running in a worker process: SIGKILL that process
+        # the first fit seen running in a worker process, while it still
+        # sleeps in fit: SIGKILL that process
         pids = set(client.run(os.getpid).values())
         while not stop.is_set():
-            for meta_file in wf.workdir.logs_dir.glob("*.meta.json"):
+            for meta_file in wf.workdir.logs_dir.glob("fit-*.meta.json"):
                 try:
                     meta = json.loads(meta_file.read_text())
                 except (OSError, ValueError):
                     continue
-                if meta["state"] == "running" and meta["pid"] in pids:
+                if (meta["state"] == "running" and meta["pid"] in pids
+                        and time.time() - meta["start"] < 0.2):
                     os.kill(meta["pid"], signal.SIGKILL)
                     killed.update(task=meta["task"], pid=meta["pid"])
                     return
