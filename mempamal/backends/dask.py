@@ -468,8 +468,8 @@ class _DaskRun:
             if exc.task != fut.key:
                 self.report.not_run.append(tid)
                 return None
-            reason = (f"its worker died {exc.allowed_failures + 1} times while running it "
-                      "(killed, out of memory or crashed); Dask gave up")
+            reason = ("the worker process running it died (killed, out of memory or "
+                      f"crashed) {exc.allowed_failures + 1} time(s); Dask gave up on it")
         else:
             # cancelled, or an error outside the task (e.g. unpicklable
             # arguments): whether it is this task's fault is decided at the end

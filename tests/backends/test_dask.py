@@ -18,6 +18,7 @@ import time
 import pytest
 from conftest import requires_or_fail
 from helpers import (
+    CrashingClassifier,
     FailingClassifier,
     SleepyClassifier,
     assert_same_results,
@@ -229,6 +230,27 @@ def test_killed_worker_task_is_rerun(tmp_path, client):
     assert _attempts(wf)[killed["task"]] == 2
     assert killed["pid"] not in client.run(os.getpid).values()
     assert_same_results(load_results(wf.workdir.root), load_results(oracle_wf.workdir.root))
+
+
+def test_task_that_kills_its_worker_fails(tmp_path):
+    # fit kills its worker process; Dask gives up on a task at once here
+    # (allowed-failures=0; saturation 1.0 keeps queued tasks off a dying
+    # worker, so only the guilty task is blamed)
+    import dask
+
+    crash = tmp_path / "crash"
+    crash.touch()
+    exp = Experiment(CrashingClassifier(fail_file=str(crash)), cv=2, inner_cv=None)
+    wf = _compile(tmp_path / "w", exp)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0,
+                          "distributed.scheduler.worker-saturation": 1.0}), \
+            pytest.raises(TaskFailedError) as info:
+        wf.run("dask", n_jobs=2, progress=False, cluster_options={"dashboard_address": ":0"})
+    report = info.value.report
+    assert set(report.failures) == {"fit-o0", "fit-o1"}
+    assert all("worker process running it died" in why for why in report.failures.values())
+    assert report.not_run == ["aggregate"]
+    assert wf.done() == set()
 
 
 def test_resources_are_required_where_asked(tmp_path, oracle, client):
