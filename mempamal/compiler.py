@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import shutil
 import sys
 import warnings
 
@@ -16,7 +17,7 @@ from ._version import __version__
 from .errors import ValidationError, WorkdirError
 from .recipes.nested_cv import build_tasks
 from .splits import compute_splits
-from .validation import check_data
+from .validation import check_data, check_finite
 from .workdir import Workdir, dump_pickle, save_npy, save_npz
 from .workflow import Workflow, sha256_file
 
@@ -33,6 +34,7 @@ def compile_experiment(exp, workdir, X, y=None, groups=None, *, chunk_size=None,
     """See :meth:`mempamal.Experiment.compile`."""
     check_data(X, y, groups)
     X, y, groups = (_as_array(a) for a in (X, y, groups))
+    check_finite(exp.estimator, X)
     splits = compute_splits(exp.estimator, X, y, groups, exp.cv, exp.inner_cv)
     spec = exp.clone_spec()
     fingerprint = joblib.hash((spec, X, y, groups, splits.to_arrays()))
@@ -41,6 +43,7 @@ def compile_experiment(exp, workdir, X, y=None, groups=None, *, chunk_size=None,
     if existing is not None:
         return existing
     _check_chunk_size(chunk_size)
+    check_disk_space(wd, _needed_bytes(exp, spec, X, y, groups, splits))
     wd.create()
     meta_data = _write_data(wd, X, y, groups)
     dump_pickle(wd.experiment_file, spec)
@@ -134,6 +137,50 @@ def _auto_chunk_size(spec, X, y, splits) -> int:
             return 1
     seconds = max(res["fit_time"] + res["score_time"], 1e-3)
     size = max(1, min(n, math.floor(TARGET_TASK_SECONDS / seconds)))
+    size = math.ceil(n / math.ceil(n / size))  # equal chunks: 12+12, not 19+5
     print(f"mempamal: one fit took {seconds:.3f}s; {size} candidate(s) per fit task",
           file=sys.stderr)
     return size
+
+
+def _needed_bytes(exp, spec, X, y, groups, splits) -> int:
+    """A generous estimate of what the run writes, to check against free space."""
+    data = sum(_nbytes(a) for a in (X, y, groups))
+    n_inner = sum(splits.n_inner(o) for o in range(splits.n_outer))
+    n_fits = max(n_inner, splits.n_outer) * exp.n_candidates
+    per_fit = 600 + 200 * len(spec["scorer_names"])  # JSON row, log and meta lines
+    outputs = n_fits * per_fit + splits.n_outer * exp.n_candidates * 400
+    models = 0
+    if exp.return_estimator:
+        import pickle
+
+        # a fitted model is at least as large as its unfitted pickle; assume x4
+        models = 4 * len(pickle.dumps(spec["estimator"])) * splits.n_outer + data
+    splits_bytes = sum(a.nbytes for a in splits.to_arrays().values())
+    return int(1.2 * (data + outputs + models + splits_bytes)) + (1 << 20)
+
+
+def _nbytes(a) -> int:
+    if a is None:
+        return 0
+    if hasattr(a, "nbytes"):
+        return int(a.nbytes)
+    if hasattr(a, "data") and hasattr(a.data, "nbytes"):  # sparse
+        return int(a.data.nbytes) * 3
+    if hasattr(a, "memory_usage"):  # DataFrame
+        return int(a.memory_usage(deep=True).sum())
+    return 0
+
+
+def check_disk_space(wd: Workdir, needed: int) -> None:
+    """Refuse to start a run that cannot fit on the workdir's file system."""
+    probe = wd.root
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if needed > free:
+        raise WorkdirError(
+            f"not enough disk space for workdir {str(wd.root)!r}: the run needs about "
+            f"{needed / 2**20:.1f} MiB (data, splits, outputs and any kept models) "
+            f"but {str(probe)!r} has {free / 2**20:.1f} MiB free"
+        )

@@ -24,6 +24,14 @@ class WorkdirLockedError(WorkdirError):
     """Another live run holds the working directory."""
 
 
+class CorruptOutputError(WorkdirError):
+    """A task output on disk is truncated or altered; it was deleted for a rerun."""
+
+
+class MissingInputError(WorkdirError):
+    """A task was started before the tasks it depends on were done."""
+
+
 class BackendError(MempamalError):
     """A backend cannot do what was asked (missing tool, refused job...)."""
 

@@ -76,9 +76,11 @@ class Experiment:
         return_train_score: bool = False,
         return_estimator: bool = False,
     ) -> None:
+        from .validation import as_cv
+
         self.estimator = estimator
-        self.cv = cv
-        self.inner_cv = inner_cv
+        self.cv = as_cv(cv, "cv")
+        self.inner_cv = as_cv(inner_cv, "inner_cv")
         self.scoring = scoring
         self.refit = refit
         self.error_score = error_score

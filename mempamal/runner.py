@@ -23,7 +23,9 @@ from threadpoolctl import threadpool_limits
 
 from . import tasks as _tasks
 from .context import load_context
+from .errors import CorruptOutputError, MissingInputError
 from .workdir import read_json, write_json
+from .workflow import sha256_file
 
 
 @dataclass
@@ -58,8 +60,14 @@ def run_task(root, task_id: str, force: bool = False) -> TaskOutcome:
             "pid": os.getpid(), "start": time.time(),
             "slurm_job": os.environ.get("SLURM_JOB_ID"),
             "attempt": _previous_attempts(wd.meta_file(task_id)) + 1}
-    write_json(wd.meta_file(task_id), meta)
     t0 = time.perf_counter()
+    try:
+        check_inputs(ctx, task)
+    except (CorruptOutputError, MissingInputError) as exc:
+        outcome = TaskOutcome(task_id, False, error=str(exc), error_type=type(exc).__name__)
+        _finish(wd, meta, outcome, t0)
+        return outcome
+    write_json(wd.meta_file(task_id), meta)
     outcome = TaskOutcome(task_id, True)
     with open(wd.log_file(task_id), "a", encoding="utf-8") as log, \
             contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
@@ -87,8 +95,49 @@ def run_task(root, task_id: str, force: bool = False) -> TaskOutcome:
     return outcome
 
 
+def check_inputs(ctx, task) -> None:
+    """Verify the outputs of ``task``'s dependencies before reading them.
+
+    An output whose sha256 differs from the one its task recorded, or a JSON
+    output that does not parse, is deleted (so that the producing task is
+    pending again) and :class:`CorruptOutputError` is raised: a damaged file
+    is recomputed, never silently used.
+    """
+    wd = ctx.workdir
+    dep_tasks = [ctx.workflow.tasks[d] for d in task.deps]
+    present = wd.existing(rel for t in dep_tasks for rel in t.outputs)
+    missing = [t.id for t in dep_tasks if not all(rel in present for rel in t.outputs)]
+    if missing:
+        raise MissingInputError(
+            f"task {task.id!r} cannot run yet: dependencies not done: {missing[:5]}"
+        )
+    for dep_task in dep_tasks:
+        dep = dep_task.id
+        digests = (read_meta(wd, dep) or {}).get("digests") or {}
+        for rel in dep_task.outputs:
+            path = wd.path(rel)
+            why = None
+            try:
+                if rel in digests:
+                    if sha256_file(path) != digests[rel]:
+                        why = "its sha256 differs from the one recorded when it was written"
+                elif rel.endswith(".json"):
+                    read_json(path)
+            except (ValueError, UnicodeDecodeError) as exc:
+                why = f"it does not parse ({exc})"
+            if why:
+                path.unlink(missing_ok=True)
+                raise CorruptOutputError(
+                    f"output {rel!r} of task {dep!r} is corrupt: {why}; deleted it so "
+                    f"that {dep!r} is recomputed"
+                )
+
+
 def _finish(wd, meta: dict, outcome: TaskOutcome, t0: float) -> None:
     outcome.seconds = time.perf_counter() - t0
+    if outcome.ok:
+        task = load_context(wd.root).workflow.tasks[outcome.task_id]
+        meta["digests"] = {rel: sha256_file(wd.path(rel)) for rel in task.outputs}
     meta.update(state="done" if outcome.ok else "failed", end=time.time(),
                 seconds=outcome.seconds, error=outcome.error,
                 error_type=outcome.error_type,

@@ -135,12 +135,16 @@ class Workdir:
 
     def create(self) -> None:
         """Create the directory tree, without group/world write permission."""
+        from .errors import WorkdirError
+
         old = os.umask(0o022)
         try:
             for d in (self.root, self.data_dir, self.logs_dir):
                 d.mkdir(parents=True, exist_ok=True)
             for sub in ("fit", "select", "final"):
                 (self.root / "out" / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WorkdirError(f"cannot create workdir {str(self.root)!r}: {exc}") from exc
         finally:
             os.umask(old)
 

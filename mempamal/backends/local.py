@@ -148,7 +148,9 @@ class _DagRun:
         return pool.submit(run_task, self.root, tid)
 
     def _finished(self, tid: str, outcome: TaskOutcome) -> list[str]:
-        """Record an outcome; return the children now ready to start."""
+        """Record an outcome; return the tasks now ready to start."""
+        if outcome.error_type == "CorruptOutputError" and self.deaths.get(tid, 0) < 2:
+            return self._recompute_inputs(tid)
         self.report.executed.append(tid)
         self.bar.advance(outcome.ok)
         if not outcome.ok:
@@ -167,6 +169,17 @@ class _DagRun:
             if not deps:
                 ready.append(child)
         return ready
+
+    def _recompute_inputs(self, tid: str) -> list[str]:
+        """A dependency's output was corrupt (and deleted): rerun it, then ``tid``."""
+        self.deaths[tid] = self.deaths.get(tid, 0) + 1
+        missing = {t.id for t in self.wf.pending()} & set(self.wf.tasks[tid].deps)
+        for dep in missing:
+            self.children.setdefault(dep, []).append(tid)
+            self.todo[dep] = self.wf.tasks[dep]
+        self.waiting[tid] = set(missing)
+        self.bar.add_total(len(missing))
+        return sorted(missing)
 
     def _worker_died(self, tid: str, running: dict) -> None:
         """Put in-flight tasks back; fail those that broke a worker too often."""

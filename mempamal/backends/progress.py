@@ -46,6 +46,10 @@ class RunProgress:
     def __exit__(self, *exc) -> None:
         self._progress.__exit__(*exc)
 
+    def add_total(self, n: int) -> None:
+        """More tasks to run than planned (a corrupt output to recompute)."""
+        self._progress.update(self._task, total=self._progress.tasks[0].total + n)
+
     def advance(self, ok: bool = True) -> None:
         if not ok:
             self.failed += 1
