@@ -275,8 +275,10 @@ def _write_ini(path: Path, parser) -> None:
 
 def _drive(spec, run_dir: Path, env: dict):
     """Run the driver; yield its events. Ctrl-C stops the soma workflow first."""
-    argv = [sys.executable, "-m", "mempamal.backends.soma_driver",
-            str(run_dir / "driver.json")]
+    # run as a file, not `-m`: importing the mempamal package (scikit-learn...)
+    # would cost seconds; -P keeps mempamal/backends/ off sys.path
+    driver = Path(__file__).with_name("soma_driver.py")
+    argv = [sys.executable, "-P", str(driver), str(run_dir / "driver.json")]
     # its own session: a terminal's Ctrl-C reaches us only, and we stop the
     # workflow (killing its jobs) through the driver rather than orphan them
     proc = subprocess.Popen(argv, cwd=run_dir, env=env, stdin=subprocess.DEVNULL,

@@ -1,6 +1,7 @@
 """The child process that drives one soma-workflow run.
 
-``python -m mempamal.backends.soma_driver RUN.json``. It lives in its own
+``python -P .../mempamal/backends/soma_driver.py RUN.json`` (it imports
+nothing from mempamal, so it starts fast). It lives in its own
 process because soma-workflow's light mode runs its engine inside the
 submitting process (which must stay alive until the jobs end), prints to
 standard output unconditionally, reads its scheduler settings from
@@ -31,6 +32,8 @@ _stop = []
 
 
 def main(argv) -> int:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: _stop.append(True))
     with open(argv[0], encoding="utf-8") as fh:
         spec = json.load(fh)
     events = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
@@ -45,8 +48,6 @@ def main(argv) -> int:
         except (BrokenPipeError, ValueError, OSError):
             _stop.append(True)  # nobody listens any more: stop, do not orphan jobs
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: _stop.append(True))
     if spec.get("tmp"):
         # soma's own scratch files (not the jobs': they inherit the real TMPDIR)
         tempfile.tempdir = spec["tmp"]

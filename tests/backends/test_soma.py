@@ -165,8 +165,9 @@ def test_failure_is_reported_then_a_rerun_computes_only_what_is_missing(tmp_path
     # only the candidate that carries the flag fails: its fit tasks, not the others
     exp = Experiment(FailingClassifier(), cv=2, inner_cv=2, error_score="raise",
                      param_grid=[{"C": [0.1, 1.0]}, {"C": [10.0], "fail_file": [str(flag)]}])
-    wf = exp.compile(tmp_path / "w", X, y, chunk_size=1)
-    failing = {t for t in wf.tasks if t.startswith("fit-") and t.endswith("-c2")}
+    # chunks of 2 candidates: c0 = the two that succeed, c1 = the failing one
+    wf = exp.compile(tmp_path / "w", X, y, chunk_size=2)
+    failing = {t for t in wf.tasks if t.startswith("fit-") and t.endswith("-c1")}
     assert len(failing) == 4
 
     # through the CLI: non-zero exit and the task's error on stderr
@@ -198,7 +199,7 @@ def test_failure_is_reported_then_a_rerun_computes_only_what_is_missing(tmp_path
     attempts = {t: read_json(wf.workdir.meta_file(t))["attempt"] for t in wf.tasks}
     assert attempts == {t: (3 if t in failing else 1) for t in wf.tasks}
 
-    ref = exp.compile(tmp_path / "ref", X, y, chunk_size=1)
+    ref = exp.compile(tmp_path / "ref", X, y, chunk_size=2)
     ref.run("local", n_jobs=2)
     assert_same_results(load_results(wf.workdir.root), load_results(ref.workdir.root))
     assert {p.name for p in fake_home.iterdir()} == {"keep.txt"}
