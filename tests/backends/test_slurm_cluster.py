@@ -1,0 +1,197 @@
+"""The SLURM backend against a real SLURM cluster (start one: .ci/slurm/start-local-slurm.sh).
+
+Skipped without sbatch or an answering controller, except under CI=true where
+that is a failure. The local backend is the oracle for every result.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import requires_or_fail
+from helpers import FailingClassifier, SleepyClassifier, assert_same_results, iris
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
+
+from mempamal import Experiment, TaskFailedError, load_results
+from mempamal.backends.slurm import SlurmBackend, run_id
+from mempamal.backends.slurm.commands import ACTIVE_STATES, read_records, squeue
+from mempamal.errors import ExternalCommandError
+
+
+def _cluster_answers() -> bool:
+    if shutil.which("sbatch") is None or shutil.which("squeue") is None:
+        return False
+    try:
+        return subprocess.run(["squeue", "--noheader"], capture_output=True,
+                              timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+pytestmark = [pytest.mark.slurm,
+              requires_or_fail(_cluster_answers(), "no SLURM cluster answers (sbatch/squeue)")]
+
+#: fast polling for short test jobs (the default, 5 s, suits real clusters)
+FAST = {"poll_interval": 0.5, "progress": False}
+
+
+def _local(exp, root, X, y, **kw):
+    wf = exp.compile(root, X, y, **kw)
+    wf.run("local", n_jobs=2, progress=False)
+    return load_results(root)
+
+
+def _metas(wf) -> dict:
+    return {tid: json.loads(wf.workdir.meta_file(tid).read_text()) for tid in wf.tasks
+            if wf.workdir.meta_file(tid).exists()}
+
+
+def _wait_idle(wf, timeout=120) -> None:
+    ids = {r.job for r in read_records(wf.workdir.backend_dir("slurm") / "jobs.tsv")}
+    deadline = time.monotonic() + timeout
+    while any(r["state"] in ACTIVE_STATES for r in squeue(ids)):
+        assert time.monotonic() < deadline, "SLURM jobs did not end"
+        time.sleep(1)
+
+
+def test_readme_example_equals_local_backend(tmp_path):
+    X, y = iris()
+    exp = Experiment(
+        make_pipeline(StandardScaler(), SVC()),
+        param_grid={"svc__C": [0.1, 1, 10], "svc__gamma": [1e-3, 1e-2]},
+        cv=StratifiedKFold(5, shuffle=True, random_state=0), inner_cv=StratifiedKFold(3),
+        scoring="accuracy")
+    wf = exp.compile(tmp_path / "slurm", X, y, chunk_size=3)
+    report = wf.run("slurm", tasks_per_job=6, **FAST)  # one element per split
+    assert sorted(report.executed) == sorted(wf.tasks) and not report.failures
+    assert wf.status("slurm") == {tid: "done" for tid in wf.tasks}
+    assert_same_results(load_results(tmp_path / "slurm"),
+                        _local(exp, tmp_path / "local", X, y, chunk_size=3))
+    # every job of the run carries its id; SLURM logs are named after job and array ids
+    logs = sorted(p.name for p in wf.workdir.logs_dir.glob("*.out"))
+    assert logs and all(n.startswith(f"mempamal-{run_id(wf)}-") for n in logs)
+    assert any(n.startswith(f"mempamal-{run_id(wf)}-fit-o4-") for n in logs)
+    assert all(m["slurm_job"] for m in _metas(wf).values())
+
+
+def test_failed_task_cancels_dependents_and_resume_runs_only_what_is_missing(tmp_path):
+    X, y = iris()
+    fail = tmp_path / "fail-now"
+    fail.touch()
+    # chunk_size=1: candidate 1 fails in every split, candidate 0 succeeds
+    exp = Experiment(FailingClassifier(), param_grid={"fail_file": [None, str(fail)]},
+                     cv=2, inner_cv=2, error_score="raise")
+    wf = exp.compile(tmp_path / "w", X, y, chunk_size=1)
+    with pytest.raises(TaskFailedError) as info:
+        wf.run("slurm", **FAST)
+    failing = {t for t in wf.tasks if t.startswith("fit-") and t.endswith("-c1")}
+    assert set(info.value.failures) == failing
+    assert sorted(info.value.report.not_run) == ["aggregate", "select-o0", "select-o1"]
+    states = wf.status("slurm")
+    assert {t for t, s in states.items() if s == "failed"} == failing
+    assert {t for t, s in states.items() if s == "cancelled"} == {
+        "aggregate", "select-o0", "select-o1"}
+    from mempamal.status import status_report
+
+    report = status_report(wf.workdir.root, "slurm")
+    assert {f["task"] for f in report["failures"]} == failing
+    for f in report["failures"]:
+        assert "FailingClassifier asked to fail" in f["error"]
+        assert f["scheduler_state"] == "FAILED (NonZeroExitCode)"
+        assert "FailingClassifier asked to fail" in Path(f["log"]).read_text()
+    # remove the cause, resume: only the failed fits and what depends on them run
+    fail.unlink()
+    before = _metas(wf)
+    wf.run("slurm", **FAST)
+    after = _metas(wf)
+    for tid in wf.tasks:
+        if tid in failing:
+            assert after[tid]["attempt"] == 2, tid
+        elif tid.startswith("fit-"):
+            assert after[tid] == before[tid], f"{tid} was recomputed"
+        else:
+            assert after[tid]["attempt"] == 1, tid
+    resume = read_records(wf.workdir.backend_dir("slurm") / "jobs.tsv")[-5:]
+    assert [(r.stem, r.array.partition("%")[0]) for r in resume] == [
+        ("fit-o0", "1,3"), ("select-o0", "-"), ("fit-o1", "1,3"),
+        ("select-o1", "-"), ("aggregate", "-")]
+    assert_same_results(load_results(tmp_path / "w"), _local(exp, tmp_path / "local", X, y,
+                                                               chunk_size=1))
+
+
+def test_scancel_midway_then_resume_recomputes_nothing_done(tmp_path):
+    X, y = iris()
+    exp = Experiment(SleepyClassifier(delay=0.7), param_grid={"C": [0.1, 10.0]},
+                     cv=2, inner_cv=2)
+    wf = exp.compile(tmp_path / "w", X, y, chunk_size=1)
+    records = wf.submit("slurm", max_parallel=1, **FAST)
+    deadline = time.monotonic() + 120
+    while not any(t.startswith("fit-") for t in wf.done()):
+        assert time.monotonic() < deadline, "no fit finished"
+        time.sleep(0.5)
+    subprocess.run(["scancel", *[r.job for r in records]], check=True)
+    _wait_idle(wf)
+    done = wf.done()
+    assert done and "aggregate" not in done
+    states = wf.status("slurm")
+    assert "cancelled" in states.values() and "running" not in states.values()
+    done_metas = {t: m for t, m in _metas(wf).items() if t in done}
+    wf.run("slurm", **FAST)
+    assert wf.done() == set(wf.tasks)
+    after = _metas(wf)
+    for tid, meta in done_metas.items():
+        assert after[tid] == meta, f"{tid} was recomputed"
+        assert wf.workdir.log_file(tid).read_text().count("=== mempamal task") == 1
+    assert_same_results(load_results(tmp_path / "w"), _local(exp, tmp_path / "local", X, y,
+                                                               chunk_size=1))
+
+
+def test_small_max_array_size_splits_arrays_and_max_parallel_holds(tmp_path):
+    X, y = iris()
+    exp = Experiment(SVC(), param_grid={"C": [0.1, 1.0, 10.0]}, cv=2, inner_cv=2)
+    wf = exp.compile(tmp_path / "w", X, y, chunk_size=1)  # 6 fits per outer split
+    wf.run("slurm", max_array_size=4, max_parallel=1, **FAST)
+    records = read_records(wf.workdir.backend_dir("slurm") / "jobs.tsv")
+    assert [(r.stem, r.array) for r in records] == [
+        ("fit-o0.0", "0-3%1"), ("fit-o0.1", "0-1%1"), ("select-o0", "-"),
+        ("fit-o1.0", "0-3%1"), ("fit-o1.1", "0-1%1"), ("select-o1", "-"), ("aggregate", "-")]
+    metas = _metas(wf)
+    for stem in ("fit-o0.0", "fit-o0.1", "fit-o1.0", "fit-o1.1"):
+        ids = (wf.workdir.backend_dir("slurm") / f"{stem}.tasks").read_text().split()
+        spans = sorted((metas[t]["start"], metas[t]["end"]) for t in ids)
+        for (_, end), (start, _) in zip(spans, spans[1:]):
+            assert start >= end, f"two elements of {stem} ran at once: {spans}"
+    assert_same_results(load_results(tmp_path / "w"), _local(exp, tmp_path / "local", X, y,
+                                                               chunk_size=1))
+
+
+def test_hostile_workdir_runs_through_submit_sh(hostile_dir, tmp_path):
+    X, y = iris()
+    exp = Experiment(SVC(), param_grid={"C": [0.1, 10.0]}, cv=2, inner_cv=2)
+    wf = exp.compile(hostile_dir / "w", X, y, chunk_size=1)
+    wf.write("slurm", tasks_per_job=4)
+    subprocess.run(["bash", str(hostile_dir / "w" / "slurm" / "submit.sh")], check=True,
+                   cwd=tmp_path, capture_output=True)
+    _wait_idle(wf)
+    assert SlurmBackend().status(wf) == {tid: "done" for tid in wf.tasks}
+    assert not list(tmp_path.rglob("PWNED")) and not list(hostile_dir.rglob("PWNED"))
+    assert_same_results(load_results(hostile_dir / "w"),
+                        _local(exp, tmp_path / "local", X, y, chunk_size=1))
+
+
+def test_sbatch_refusal_shows_its_stderr(tmp_path):
+    X, y = iris()
+    exp = Experiment(SVC(), param_grid={"C": [1.0]}, cv=2)
+    wf = exp.compile(tmp_path / "w", X, y)
+    with pytest.raises(ExternalCommandError, match="sbatch") as info:
+        wf.submit("slurm", mem=10**9)  # a petabyte: beyond any partition's limit
+    assert info.value.stderr.strip()
+    assert not read_records(wf.workdir.backend_dir("slurm") / "jobs.tsv")
