@@ -56,6 +56,8 @@ JOBQUEUE_CLUSTERS = {
 DEFAULT_RESOURCES = {"cpus": "CPU", "mem_mb": "MEMORY_MB", "gpus": "GPU"}
 #: at most this many characters of a failed task's traceback go in the report
 MAX_TRACEBACK = 4000
+#: rounds of a run: the first, then reruns of what a corrupt input invalidated
+MAX_ROUNDS = 3
 
 
 class TaskFailed(Exception):
@@ -260,12 +262,12 @@ class DaskBackend(Backend):
             todo = workflow.pending()
             if not todo:
                 return RunReport()
-            needs = {t.id: _task_resources(t, self.resource_map) for t in todo}
+            needs = {t.id: _task_resources(t, self.resource_map)
+                     for t in workflow.tasks.values()}
             with self._client() as client:
                 _announce(client)
-                self._check_workers(client, needs)
-                report = _DaskRun(client, workflow, todo, needs,
-                                  self.opts["progress"]).execute()
+                self._check_workers(client, {t.id: needs[t.id] for t in todo})
+                report = _run_rounds(client, workflow, todo, needs, self.opts["progress"])
         return report.raise_for_failures()
 
     def submit(self, workflow):
@@ -406,33 +408,74 @@ def _announce(client) -> None:
         print(f"mempamal: Dask dashboard at {client.dashboard_link}", file=sys.stderr)
 
 
+def _run_rounds(client, workflow, todo, needs: dict, progress) -> RunReport:
+    """Run ``todo``; then rerun what corrupt inputs invalidated, a few times at most.
+
+    A task that finds a dependency's output corrupt deletes it and fails
+    (``CorruptOutputError``): the next round recomputes that dependency, the
+    task and its dependents, as the local executor does.
+    """
+    report = RunReport()
+    with RunProgress(len(todo), progress) as bar:
+        for n in range(MAX_ROUNDS):
+            one = _DaskRun(client, workflow, todo, needs, bar)
+            one.execute()
+            report.executed += one.report.executed
+            report.failures.update(one.report.failures)
+            report.not_run += one.report.not_run
+            if not one.corrupt or n == MAX_ROUNDS - 1:
+                break
+            todo = _recompute_plan(workflow, one.corrupt)
+            redo = {t.id for t in todo}
+            report.failures = {k: v for k, v in report.failures.items() if k not in redo}
+            report.not_run = [t for t in report.not_run if t not in redo]
+            bar.add_total(len(todo))
+    return report
+
+
+def _recompute_plan(workflow, corrupt) -> list:
+    """Pending tasks to rerun after ``corrupt`` tasks deleted some inputs, in order.
+
+    The deleted outputs' tasks, then everything downstream that is pending,
+    except what also waits on a task that is not rerun (a real failure).
+    """
+    pending = {t.id for t in workflow.pending()}
+    seeds = set(corrupt) | {d for c in corrupt for d in workflow.tasks[c].deps if d in pending}
+    wanted = workflow.downstream(seeds) & pending
+    plan, chosen = [], set()
+    for task in workflow.tasks.values():  # topological order
+        if task.id in wanted and all(d in chosen or d not in pending for d in task.deps):
+            plan.append(task)
+            chosen.add(task.id)
+    return plan
+
+
 class _DaskRun:
     """Submit all pending tasks as futures at once; collect them as they finish."""
 
-    def __init__(self, client, workflow, todo, needs: dict, progress) -> None:
+    def __init__(self, client, workflow, todo, needs: dict, bar) -> None:
         self.client = client
         self.wf = workflow
         self.todo = todo
         self.needs = needs
-        self.progress = progress
+        self.bar = bar
         self.report = RunReport()
         self.unexplained: dict[str, BaseException] = {}
+        self.corrupt: list[str] = []  # tasks that found (and deleted) a corrupt input
 
     def execute(self) -> RunReport:
         futures = self._submit()
         tids = {f.key: tid for tid, f in futures.items()}
-        with RunProgress(len(self.todo), self.progress) as bar:
-            try:
-                for fut in distributed.as_completed(list(futures.values()),
-                                                    loop=self.client.loop):
-                    ok = self._record(tids[fut.key], fut)
-                    if ok is not None:
-                        bar.advance(ok)
-            except BaseException:
-                # Ctrl-C: drop what has not started; a cluster mempamal
-                # started is closed next, which stops the rest
-                self.client.cancel(list(futures.values()))
-                raise
+        try:
+            for fut in distributed.as_completed(list(futures.values()), loop=self.client.loop):
+                ok = self._record(tids[fut.key], fut)
+                if ok is not None:
+                    self.bar.advance(ok)
+        except BaseException:
+            # Ctrl-C: drop what has not started; a cluster mempamal
+            # started is closed next, which stops the rest
+            self.client.cancel(list(futures.values()))
+            raise
         self._explain(futures)
         return self.report
 
@@ -463,6 +506,8 @@ class _DaskRun:
                 self.report.not_run.append(tid)
                 return None
             reason = exc.reason()
+            if exc.error_type == "CorruptOutputError":
+                self.corrupt.append(tid)
         elif isinstance(exc, distributed.KilledWorker):
             if exc.task != fut.key:
                 self.report.not_run.append(tid)

@@ -160,6 +160,20 @@ def test_resume_recomputes_only_deleted_outputs(tmp_path, oracle, client):
     assert_same_results(load_results(wf.workdir.root), oracle)
 
 
+def test_corrupt_input_is_recomputed(tmp_path, oracle, client):
+    wf = _compile(tmp_path / "w")
+    wf.run("dask", client=client, progress=False)
+    fit_out = wf.workdir.path(wf.tasks["fit-o0-i0-c0"].outputs[0])
+    fit_out.write_text(fit_out.read_text().replace("0.", "0.5", 1))  # still valid JSON
+    wf.workdir.path(wf.tasks["select-o0"].outputs[0]).unlink()
+    report = wf.run("dask", client=client, progress=False)
+    # select-o0 finds its input altered and deletes it; the next round
+    # recomputes the fit, then select-o0
+    assert report.executed == ["select-o0", "fit-o0-i0-c0", "select-o0"]
+    assert not report.failures and not report.not_run
+    assert_same_results(load_results(wf.workdir.root), oracle)
+
+
 def test_failure_blocks_dependents_only(tmp_path, client):
     # candidate 1 fails in every split: its chunk fails, chunk 0 still runs,
     # no select (they need both chunks) and no aggregate runs
