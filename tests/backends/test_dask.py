@@ -166,7 +166,7 @@ def test_corrupt_input_is_recomputed(tmp_path, oracle, client):
     fit_out = wf.workdir.path(wf.tasks["fit-o0-i0-c0"].outputs[0])
     fit_out.write_text(fit_out.read_text().replace("0.", "0.5", 1))  # still valid JSON
     wf.workdir.path(wf.tasks["select-o0"].outputs[0]).unlink()
-    report = wf.run("dask", client=client, progress=False)
+    report = wf.run("dask", client=client, progress=True)  # the bar grows in round 2
     # select-o0 finds its input altered and deletes it; the next round
     # recomputes the fit, then select-o0
     assert report.executed == ["select-o0", "fit-o0-i0-c0", "select-o0"]
