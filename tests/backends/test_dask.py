@@ -121,6 +121,17 @@ def test_bad_options_touch_nothing(tmp_path):
     assert not list(wf.workdir.logs_dir.iterdir())
 
 
+def test_unreachable_scheduler_is_a_clear_error(tmp_path):
+    import dask
+
+    wf = _compile(tmp_path / "w")
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), \
+            pytest.raises(BackendError, match="cannot connect to the Dask scheduler at "
+                                              "'tcp://127.0.0.1:1'"):
+        wf.run("dask", address="tcp://127.0.0.1:1")
+    assert not list(wf.workdir.logs_dir.iterdir())
+
+
 # -- runs ----------------------------------------------------------------------
 def test_own_local_cluster_equals_local_backend(tmp_path, oracle, capsys):
     wf = _compile(tmp_path / "w")
