@@ -22,7 +22,7 @@ from .commands import ACTIVE_STATES, Record
 from .plan import Job, plan_jobs
 from .states import assignments, task_states
 
-__all__ = ["SlurmBackend"]
+__all__ = ["SlurmBackend", "Submission"]
 
 
 class SlurmBackend(Backend):
@@ -80,10 +80,19 @@ class SlurmBackend(Backend):
         return scripts.write_scripts(workflow, jobs, self.opts, run_id(workflow))
 
     # -- submitting ------------------------------------------------------------
-    def submit(self, workflow) -> list[Record]:
-        """Submit the pending tasks and their downstream jobs; return the job records."""
+    def submit(self, workflow) -> Submission:
+        """Submit the pending tasks and their downstream jobs; return the job records.
+
+        Raises
+        ------
+        BackendError
+            If sbatch is not on PATH, or jobs of an earlier submission still run.
+        ExternalCommandError
+            If sbatch refuses a job (its stderr is in the message); the jobs
+            already submitted by this call are cancelled.
+        """
         with run_lock(workflow.workdir, "slurm submission"):
-            return self._submit(workflow)
+            return Submission(self._submit(workflow))
 
     def _submit(self, workflow) -> list[Record]:
         wd = workflow.workdir
@@ -193,6 +202,15 @@ class SlurmBackend(Backend):
             if meta != metas.get(tid):
                 write_json(wd.meta_file(tid), meta)
         return states
+
+
+class Submission(list):
+    """The :class:`~.commands.Record` of each job one submission made."""
+
+    def __str__(self) -> str:
+        if not self:
+            return "nothing to submit: every task is done"
+        return f"{len(self)} SLURM job(s): " + ", ".join(f"{r.stem}={r.job}" for r in self)
 
 
 class _TaskFiles:
