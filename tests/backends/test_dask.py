@@ -185,6 +185,17 @@ def test_corrupt_input_is_recomputed(tmp_path, oracle, client):
     assert_same_results(load_results(wf.workdir.root), oracle)
 
 
+def test_run_holds_the_workdir_lock(tmp_path, client):
+    from mempamal.errors import WorkdirLockedError
+    from mempamal.lock import run_lock
+
+    wf = _compile(tmp_path / "w")
+    with run_lock(wf.workdir, "another run"), \
+            pytest.raises(WorkdirLockedError, match="another run"):
+        wf.run("dask", client=client, progress=False)
+    assert not list(wf.workdir.logs_dir.iterdir())
+
+
 def test_failure_blocks_dependents_only(tmp_path, client):
     # candidate 1 fails in every split: its chunk fails, chunk 0 still runs,
     # no select (they need both chunks) and no aggregate runs
