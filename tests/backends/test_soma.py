@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -132,6 +134,7 @@ def test_bad_options_are_refused_before_anything_is_written(tmp_path, fake_home)
 
 
 # -- run: light mode inside the workdir ---------------------------------------------
+@pytest.mark.slow
 def test_light_mode_equals_local_and_keeps_home_untouched(tmp_path, hostile_dir, fake_home):
     true_before = _soma_dotfiles(TRUE_HOME)
     home_before = _files(fake_home)
@@ -158,6 +161,7 @@ def test_light_mode_equals_local_and_keeps_home_untouched(tmp_path, hostile_dir,
     assert len(list((wf.workdir.root / "soma" / "runs").iterdir())) == 1
 
 
+@pytest.mark.slow
 def test_failure_is_reported_then_a_rerun_computes_only_what_is_missing(tmp_path, fake_home):
     X, y = iris()
     flag = tmp_path / "fail-now"
@@ -193,13 +197,52 @@ def test_failure_is_reported_then_a_rerun_computes_only_what_is_missing(tmp_path
     assert {t for t, s in status.items() if s == "pending"} == set(report.not_run)
 
     flag.unlink()
-    handle = wf.submit("soma", n_jobs=2, refreshment_interval=0.1)
+    handle = wf.submit("soma", n_jobs=1, refreshment_interval=0.1)
     assert handle.wait(timeout=300) == 0
     assert wf.pending() == []
-    attempts = {t: read_json(wf.workdir.meta_file(t))["attempt"] for t in wf.tasks}
-    assert attempts == {t: (3 if t in failing else 1) for t in wf.tasks}
+    metas = {t: read_json(wf.workdir.meta_file(t)) for t in wf.tasks}
+    assert {t: m["attempt"] for t, m in metas.items()} \
+        == {t: (3 if t in failing else 1) for t in wf.tasks}
+    # n_jobs=1 reached soma's local scheduler: the tasks of this run never overlapped
+    spans = sorted((m["start"], m["end"]) for t, m in metas.items()
+                   if t in failing or not t.startswith("fit-"))
+    assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:]))
 
     ref = exp.compile(tmp_path / "ref", X, y, chunk_size=2)
     ref.run("local", n_jobs=2)
     assert_same_results(load_results(wf.workdir.root), load_results(ref.workdir.root))
     assert {p.name for p in fake_home.iterdir()} == {"keep.txt"}
+
+
+@pytest.mark.slow
+def test_interrupt_stops_the_jobs_instead_of_orphaning_them(tmp_path, fake_home):
+    import psutil
+
+    from mempamal.runner import read_meta
+
+    X, y = iris()
+    wf = _small().compile(tmp_path / "w", X, y, chunk_size=2)
+    handle = wf.submit("soma", n_jobs=2, refreshment_interval=0.1)
+    running = []
+    for _ in range(1200):  # until a job is running (at most about 2 minutes)
+        running = [m for m in (read_meta(wf.workdir, t) for t in wf.tasks)
+                   if m and m["state"] == "running"]
+        if running or handle.poll() is not None:
+            break
+        time.sleep(0.1)
+    assert running, "no task started"
+    handle.send_signal(signal.SIGINT)
+    assert handle.wait(timeout=120) == 130
+
+    def alive(pid):
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    assert not any(alive(m["pid"]) for m in running)
+    started = {t for t in wf.tasks if read_meta(wf.workdir, t)}
+    time.sleep(2)  # nothing of this run keeps starting tasks
+    assert {t for t in wf.tasks if read_meta(wf.workdir, t)} == started
+    assert "running" not in wf.status("soma").values()
+    assert wf.pending()
