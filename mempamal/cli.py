@@ -148,6 +148,22 @@ def status(workdir, backend, as_json):
 
 @cli.command()
 @workdir_arg
+def verify(workdir):
+    """Check every output against its recorded sha256; delete damaged ones."""
+    from .runner import verify as verify_outputs
+    from .workflow import Workflow
+
+    found = verify_outputs(Workflow.load(workdir))
+    for tid, problems in sorted(found.items()):
+        for rel, why in problems:
+            click.echo(f"{tid}: {rel}: {why} (deleted)")
+    click.echo(f"mempamal: {len(found)} task(s) to recompute"
+               + ("; run `mempamal resume` to do so" if found else ""))
+    sys.exit(1 if found else 0)
+
+
+@cli.command()
+@workdir_arg
 @click.option("--partial", is_flag=True, help="Report finished outer splits only.")
 def results(workdir, partial):
     """Print the outer scores table and the summary."""

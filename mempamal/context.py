@@ -7,6 +7,7 @@ is what keeps tiny tasks cheap.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -33,17 +34,22 @@ class TaskContext:
 
 
 def load_context(root) -> TaskContext:
-    """The context of the workdir at ``root`` (cached while workflow.json is unchanged)."""
+    """The context of the workdir at ``root``.
+
+    Cached while workflow.json, experiment.pkl and splits.npz are unchanged:
+    a change to any of them is loaded (and its digest verified) again.
+    """
     wd = Workdir(root)
     try:
-        mtime = wd.workflow_file.stat().st_mtime_ns
-    except FileNotFoundError:
-        raise WorkdirError(f"{str(wd.root)!r} has no workflow.json") from None
-    return _load(str(wd.root), mtime)
+        stamp = tuple(os.stat(f).st_mtime_ns for f in
+                      (wd.workflow_file, wd.experiment_file, wd.splits_file))
+    except FileNotFoundError as exc:
+        raise WorkdirError(f"{str(wd.root)!r} is not a complete workdir: {exc}") from None
+    return _load(str(wd.root), stamp)
 
 
 @lru_cache(maxsize=4)
-def _load(root: str, _mtime: int) -> TaskContext:
+def _load(root: str, _stamp: tuple) -> TaskContext:
     wd = Workdir(root)
     wf = Workflow.load(wd)
     _check_digest(wf, "experiment.pkl")

@@ -30,7 +30,7 @@ def run_lock(wd: Workdir, what: str):
         If another live process holds it; the message names that run.
     """
     holder_file = wd.root / (wd.lock_file.name + ".holder")
-    lock = FileLock(str(wd.lock_file), timeout=0)
+    lock = FileLock(str(wd.lock_file), timeout=0, mode=0o644)
     try:
         lock.acquire()
     except Timeout:

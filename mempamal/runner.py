@@ -24,7 +24,7 @@ from threadpoolctl import threadpool_limits
 from . import tasks as _tasks
 from .context import load_context
 from .errors import CorruptOutputError, MissingInputError
-from .workdir import read_json, write_json
+from .workdir import open_log, read_json, write_json
 from .workflow import sha256_file
 
 
@@ -69,7 +69,7 @@ def run_task(root, task_id: str, force: bool = False) -> TaskOutcome:
         return outcome
     write_json(wd.meta_file(task_id), meta)
     outcome = TaskOutcome(task_id, True)
-    with open(wd.log_file(task_id), "a", encoding="utf-8") as log, \
+    with open_log(wd.log_file(task_id)) as log, \
             contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         print(f"=== mempamal task {task_id} attempt {meta['attempt']} on {meta['host']} "
               f"pid {meta['pid']} at {time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
@@ -112,25 +112,56 @@ def check_inputs(ctx, task) -> None:
             f"task {task.id!r} cannot run yet: dependencies not done: {missing[:5]}"
         )
     for dep_task in dep_tasks:
-        dep = dep_task.id
-        digests = (read_meta(wd, dep) or {}).get("digests") or {}
-        for rel in dep_task.outputs:
-            path = wd.path(rel)
-            why = None
-            try:
-                if rel in digests:
-                    if sha256_file(path) != digests[rel]:
-                        why = "its sha256 differs from the one recorded when it was written"
-                elif rel.endswith(".json"):
-                    read_json(path)
-            except (ValueError, UnicodeDecodeError) as exc:
-                why = f"it does not parse ({exc})"
-            if why:
-                path.unlink(missing_ok=True)
-                raise CorruptOutputError(
-                    f"output {rel!r} of task {dep!r} is corrupt: {why}; deleted it so "
-                    f"that {dep!r} is recomputed"
-                )
+        problems = damaged_outputs(wd, dep_task)
+        if problems:
+            rel, why = problems[0]
+            raise CorruptOutputError(
+                f"output {rel!r} of task {dep_task.id!r} is corrupt: {why}; deleted it so "
+                f"that {dep_task.id!r} is recomputed"
+            )
+
+
+def damaged_outputs(wd, task) -> list[tuple[str, str]]:
+    """Outputs of ``task`` that are truncated or altered; each is deleted.
+
+    An output is checked against the sha256 its task recorded; without one (the
+    task was killed between writing it and its meta record), a JSON output
+    must at least parse. Missing outputs are not reported (not done is not damaged).
+    """
+    digests = (read_meta(wd, task.id) or {}).get("digests") or {}
+    problems = []
+    for rel in task.outputs:
+        path = wd.path(rel)
+        why = None
+        try:
+            if rel in digests:
+                if sha256_file(path) != digests[rel]:
+                    why = "its sha256 differs from the one recorded when it was written"
+            elif rel.endswith(".json"):
+                read_json(path)
+        except FileNotFoundError:
+            continue
+        except (ValueError, UnicodeDecodeError) as exc:
+            why = f"it does not parse ({exc})"
+        if why:
+            path.unlink(missing_ok=True)
+            problems.append((rel, why))
+    return problems
+
+
+def verify(workflow) -> dict[str, list]:
+    """Check every output of ``workflow``; delete the damaged ones.
+
+    Returns ``{task_id: [(output, reason), ...]}`` of the tasks that are
+    pending again; a rerun recomputes them.
+    """
+    done = workflow.done()
+    found = {}
+    for tid in done:
+        problems = damaged_outputs(workflow.workdir, workflow.tasks[tid])
+        if problems:
+            found[tid] = problems
+    return found
 
 
 def _finish(wd, meta: dict, outcome: TaskOutcome, t0: float) -> None:

@@ -173,7 +173,7 @@ def atomic_path(path):
     and a killed writer leaves only a ``.tmp-*`` name nobody counts as done.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
     os.close(fd)
     try:
@@ -184,6 +184,12 @@ def atomic_path(path):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def open_log(path):
+    """Open a log for appending, created without group/world write permission."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    return os.fdopen(fd, "a", encoding="utf-8")
 
 
 def write_bytes(path, data: bytes) -> None:

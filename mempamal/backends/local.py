@@ -9,18 +9,13 @@ every task as its real shell command, as a cluster does.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import subprocess
 import sys
-from concurrent.futures import (
-    FIRST_COMPLETED,
-    Future,
-    ProcessPoolExecutor,
-    ThreadPoolExecutor,
-    wait,
-)
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+
+from joblib.externals.loky import get_reusable_executor
 
 from ..errors import ValidationError
 from ..lock import run_lock
@@ -30,6 +25,8 @@ from .progress import RunProgress
 
 #: a task whose worker died this many times is failed, not retried again
 MAX_WORKER_DEATHS = 2
+#: idle workers exit after this long
+WORKER_IDLE_SECONDS = 120
 
 
 class LocalBackend(Backend):
@@ -103,11 +100,13 @@ class _DagRun:
                 pool = self._pool()
                 try:
                     self._drive(pool)
-                    pool.shutdown(wait=True)
+                    if self.opts["subprocess"]:
+                        pool.shutdown(wait=True)
                     break
                 except BrokenProcessPool:
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    # a worker died (OOM killer, segfault): retry what was in flight
+                    # a worker died (OOM killer, segfault): retry what was in
+                    # flight on a fresh pool
+                    continue
                 except BaseException:
                     _kill_pool(pool)
                     raise
@@ -117,11 +116,12 @@ class _DagRun:
         n = min(self.opts["n_jobs"], len(self.todo))
         if self.opts["subprocess"]:
             return ThreadPoolExecutor(n)
-        # forkserver: workers fork from a clean server that already imported
-        # mempamal's task code, instead of inheriting this process's threads
-        mp = multiprocessing.get_context("forkserver")
-        mp.set_forkserver_preload(["mempamal.tasks"])
-        return ProcessPoolExecutor(n, mp_context=mp)
+        # loky (joblib's executor) rather than multiprocessing: it does not
+        # re-import the caller's __main__ (which fails under `python -c`, stdin
+        # or some notebooks), and after a worker dies the next call gets a
+        # fresh pool. Workers stay alive between runs for WORKER_IDLE_SECONDS,
+        # so a resume does not pay scikit-learn's import again.
+        return get_reusable_executor(max_workers=n, timeout=WORKER_IDLE_SECONDS)
 
     def _drive(self, pool) -> None:
         running: dict[Future, str] = {}
@@ -175,7 +175,9 @@ class _DagRun:
         self.deaths[tid] = self.deaths.get(tid, 0) + 1
         missing = {t.id for t in self.wf.pending()} & set(self.wf.tasks[tid].deps)
         for dep in missing:
-            self.children.setdefault(dep, []).append(tid)
+            siblings = self.children.setdefault(dep, [])
+            if tid not in siblings:
+                siblings.append(tid)
             self.todo[dep] = self.wf.tasks[dep]
         self.waiting[tid] = set(missing)
         self.bar.add_total(len(missing))
@@ -209,13 +211,12 @@ def _run_subprocess(root: str, task, python) -> TaskOutcome:
 
 
 def _kill_pool(pool) -> None:
-    """Stop now (Ctrl-C): cancel queued tasks and terminate the workers.
+    """Stop now (Ctrl-C): cancel queued tasks and kill the workers.
 
     Outputs are written atomically, so a task stopped mid-way leaves only a
     temporary file, which the next run removes.
     """
-    # no public API to reach the workers; shutdown() forgets them, so look first
-    procs = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for proc in procs:
-        proc.terminate()
+    if isinstance(pool, ThreadPoolExecutor):
+        pool.shutdown(wait=False, cancel_futures=True)
+    else:
+        pool.shutdown(wait=False, kill_workers=True)

@@ -1,0 +1,192 @@
+"""Nothing lost, nothing wrong: kills, corruption, locking, trust, hostile strings."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+from helpers import assert_same_results, iris, small_grid_experiment
+
+from mempamal import Experiment, WorkdirError, WorkdirLockedError, load_results
+from mempamal.runner import damaged_outputs, read_meta, verify
+from mempamal.status import status_report
+from mempamal.workflow import Workflow
+
+KILL_EXPERIMENT = """
+from sklearn.datasets import load_digits
+from sklearn.svm import SVC
+from mempamal import Experiment
+X, y = load_digits(return_X_y=True)
+X, y = X[:900], y[:900]
+experiment = Experiment(SVC(), param_grid={"C": [0.1, 1, 10], "gamma": [1e-4, 1e-3]},
+                        cv=3, inner_cv=3)
+compile_options = {"chunk_size": 1}
+"""
+
+
+def _attempts(wf):
+    return {tid: (read_meta(wf.workdir, tid) or {}).get("attempt", 0) for tid in wf.tasks}
+
+
+def _mempamal(*args, **kw):
+    return [sys.executable, "-m", "mempamal", *map(str, args)]
+
+
+@pytest.mark.slow
+def test_twenty_sigkills_at_random_moments(tmp_path):
+    exp_file = tmp_path / "exp.py"
+    exp_file.write_text(KILL_EXPERIMENT)
+    ref = subprocess.run(_mempamal("run", exp_file, "--workdir", tmp_path / "ref", "-j", 2),
+                         capture_output=True, text=True)
+    assert ref.returncode == 0, ref.stderr
+    work = tmp_path / "killed"
+    compiled = subprocess.run(_mempamal("compile", exp_file, "--workdir", work),
+                              capture_output=True, text=True)
+    assert compiled.returncode == 0, compiled.stderr
+    wf = Workflow.load(work)
+    rng = random.Random(20261123)
+    kills = 0
+    for _ in range(20):
+        done_before = wf.done()
+        if len(done_before) == len(wf):
+            break
+        attempts_before = _attempts(wf)
+        proc = subprocess.Popen(_mempamal("resume", work, "-j", 2), start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.3, 2.5))
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        kills += 1
+        # nothing done before was recomputed; nothing damaged counts as done
+        after = _attempts(wf)
+        assert all(after[t] == attempts_before[t] for t in done_before)
+        for tid in wf.done():
+            assert damaged_outputs(wf.workdir, wf.tasks[tid]) == [], tid
+    assert kills >= 5  # the run was really interrupted many times
+    final = subprocess.run(_mempamal("resume", work, "-j", 2), capture_output=True, text=True)
+    assert final.returncode == 0, final.stderr
+    assert_same_results(load_results(tmp_path / "ref"), load_results(work))
+
+
+def _completed(tmp_path, name="w"):
+    X, y = iris()
+    wf = small_grid_experiment().compile(tmp_path / name, X, y, chunk_size=1)
+    wf.run("local", n_jobs=2, progress=False)
+    return wf
+
+
+def test_truncated_or_altered_output_is_recomputed_not_used(tmp_path):
+    wf = _completed(tmp_path)
+    ref = load_results(wf.workdir.root)
+    attempts = _attempts(wf)
+    truncated = wf.workdir.path(wf.tasks["fit-o0-i1-c2"].outputs[0])
+    truncated.write_bytes(truncated.read_bytes()[:40])
+    altered = wf.workdir.path(wf.tasks["fit-o1-i0-c0"].outputs[0])
+    doc = json.loads(altered.read_text())
+    doc["results"][0]["test_scores"]["score"] = 1.0  # still valid JSON, wrong number
+    altered.write_text(json.dumps(doc))
+    # their consumers must run again for the damage to matter
+    for tid in ("select-o0", "select-o1", "aggregate"):
+        for out in wf.tasks[tid].outputs:
+            wf.workdir.path(out).unlink()
+    wf.run("local", n_jobs=2, progress=False)
+    after = _attempts(wf)
+    recomputed = {t for t in wf.tasks if after[t] > attempts[t]}
+    assert {"fit-o0-i1-c2", "fit-o1-i0-c0"} <= recomputed
+    assert_same_results(ref, load_results(wf.workdir.root))
+
+
+def test_verify_finds_and_deletes_damaged_outputs(tmp_path):
+    wf = _completed(tmp_path)
+    path = wf.workdir.path(wf.tasks["select-o2"].outputs[0])
+    path.write_text(path.read_text().replace("0", "1", 1))
+    found = verify(wf)
+    assert list(found) == ["select-o2"]
+    assert not path.exists()
+    proc = subprocess.run(_mempamal("verify", wf.workdir.root), capture_output=True, text=True)
+    assert proc.returncode == 0 and "0 task(s) to recompute" in proc.stdout
+
+
+def test_second_run_on_a_live_workdir_is_refused(tmp_path):
+    exp_file = tmp_path / "exp.py"
+    exp_file.write_text(KILL_EXPERIMENT)
+    work = tmp_path / "w"
+    proc = subprocess.Popen(_mempamal("run", exp_file, "--workdir", work, "-j", 1),
+                            start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        holder = work / ".mempamal.lock.holder"
+        deadline = time.time() + 60
+        while not holder.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        assert holder.exists()
+        wf = Workflow.load(work)
+        with pytest.raises(WorkdirLockedError, match=f"pid {proc.pid}"):
+            wf.run("local", n_jobs=1, progress=False)
+        cli = subprocess.run(_mempamal("resume", work), capture_output=True, text=True)
+        assert cli.returncode == 2 and "in use by another run" in cli.stderr
+        assert status_report(work)["total"] == len(wf)  # status works alongside
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    # the holder died: the lock is free again
+    Workflow.load(work).run("local", n_jobs=2, progress=False)
+
+
+def test_tampered_pickle_is_never_loaded(tmp_path):
+    wf = _completed(tmp_path)
+    pkl = wf.workdir.experiment_file
+    pkl.write_bytes(pkl.read_bytes() + b"\x00")
+    from mempamal import context
+
+    context._load.cache_clear()
+    with pytest.raises(WorkdirError, match="does not match workflow.json"):
+        load_results(wf.workdir.root)
+    for out in wf.tasks["aggregate"].outputs:
+        wf.workdir.path(out).unlink()
+    from mempamal import TaskFailedError
+
+    with pytest.raises(TaskFailedError, match="refusing to load it"):
+        wf.run("local", n_jobs=1, progress=False)
+
+
+def test_workdir_has_no_group_or_world_write(tmp_path):
+    old = os.umask(0)  # even with a permissive umask
+    try:
+        wf = _completed(tmp_path)
+    finally:
+        os.umask(old)
+    for dirpath, dirnames, filenames in os.walk(wf.workdir.root):
+        for name in dirnames + filenames:
+            mode = os.stat(os.path.join(dirpath, name)).st_mode
+            assert not mode & (stat.S_IWGRP | stat.S_IWOTH), os.path.join(dirpath, name)
+
+
+def test_hostile_paths_and_values_run_as_written(hostile_dir, tmp_path, monkeypatch):
+    """Quotes, $(...), backticks, ; and newlines in paths and values execute nothing."""
+    from sklearn.preprocessing import FunctionTransformer  # noqa: F401
+
+    X, y = iris()
+    evil = "x'; touch PWNED; echo \"$(touch PWNED2)\" `touch PWNED3`\n é"
+    from sklearn.linear_model import LogisticRegression
+
+    exp = Experiment(LogisticRegression(max_iter=300),
+                     candidates=[{"C": 1.0, "class_weight": None},
+                                 {"C": 0.5, "class_weight": None}],
+                     cv=2, inner_cv=2)
+    exp.candidates[1]["multi_class"] = "deprecated"  # a string value, not a shell word
+    exp.candidates[1].pop("multi_class")
+    work = hostile_dir / evil.replace("\n", " ").replace("/", "_")
+    monkeypatch.chdir(tmp_path)
+    wf = exp.compile(work, X, y, chunk_size=1)
+    wf.run("local", n_jobs=2, subprocess=True, progress=False)
+    assert wf.status()["aggregate"] == "done"
+    assert not list(tmp_path.rglob("PWNED*"))
+    assert not os.path.exists("PWNED")
