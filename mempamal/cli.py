@@ -66,8 +66,17 @@ def cli():
 def run(experiment_file, workdir, backend, n_jobs, options, scheduler_address, chunk_size):
     """Compile EXPERIMENT_FILE into WORKDIR and run it (resumes if already there)."""
     opts = _parse_options(options, n_jobs, scheduler_address)
+    _check_backend(backend, opts)
     wf = _compile(experiment_file, workdir, chunk_size)
     _run(wf, backend, opts)
+
+
+def _check_backend(backend, opts) -> None:
+    """Refuse a bad backend name or option before compiling writes anything."""
+    from .backends import get_backend
+
+    if backend:
+        get_backend(backend, **opts)
 
 
 @cli.command()
@@ -108,6 +117,7 @@ def _run(wf, backend, opts) -> None:
 @click.option("--chunk-size", type=int, default=None, help="Candidates per fit task.")
 def compile_cmd(experiment_file, workdir, backend, options, chunk_size):
     """Compile EXPERIMENT_FILE into WORKDIR; runs nothing."""
+    _check_backend(backend, _parse_options(options))
     wf = _compile(experiment_file, workdir, chunk_size)
     click.echo(f"mempamal: {len(wf)} tasks in {wf.workdir.workflow_file}")
     if backend:

@@ -68,6 +68,11 @@ class Workdir:
         return self.root / LOCK_FILE
 
     @property
+    def last_backend_file(self) -> Path:
+        """Which backend ran or was submitted to last (``status`` asks it)."""
+        return self.root / "last_backend.json"
+
+    @property
     def data_dir(self) -> Path:
         return self.root / "data"
 

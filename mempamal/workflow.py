@@ -187,28 +187,37 @@ class Workflow:
         Returns the backend's report; raises
         :class:`~mempamal.errors.TaskFailedError` if a task failed.
         """
+        return self._backend(backend, options, record=True).run(self)
+
+    def _backend(self, name, options, record=False):
         from .backends import get_backend
 
-        return get_backend(backend, **options).run(self)
+        instance = get_backend(name, **options)  # validates before anything is written
+        if record:
+            write_json(self.workdir.last_backend_file, {"backend": instance.name})
+        return instance
+
+    def last_backend(self) -> str:
+        """The backend this workflow last ran on or was submitted to (default local)."""
+        try:
+            return read_json(self.workdir.last_backend_file)["backend"]
+        except (FileNotFoundError, ValueError, KeyError):
+            return "local"
 
     def write(self, backend: str, **options) -> list:
         """Write ``backend``'s artefacts (scripts...) and return their paths."""
-        from .backends import get_backend
-
-        return get_backend(backend, **options).write(self)
+        return self._backend(backend, options).write(self)
 
     def submit(self, backend: str, **options):
         """Submit the pending tasks to ``backend`` and return at once."""
-        from .backends import get_backend
-
-        return get_backend(backend, **options).submit(self)
+        return self._backend(backend, options, record=True).submit(self)
 
     def status(self, backend: str | None = None, **options) -> dict[str, str]:
-        """``{task_id: state}``; the outputs are the truth for ``done``."""
-        from .backends import get_backend
+        """``{task_id: state}``; the outputs are the truth for ``done``.
 
-        return get_backend(backend or self.meta.get("last_backend") or "local",
-                           **options).status(self)
+        Without ``backend``, the one last run or submitted to is asked.
+        """
+        return self._backend(backend or self.last_backend(), options).status(self)
 
 
 def sha256_file(path) -> str:

@@ -232,3 +232,28 @@ def test_ctrl_c_stops_cleanly_and_resumes(tmp_path):
                            capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
     assert not list(work.rglob(".tmp-*"))
+
+
+def test_bad_backend_option_on_the_command_line_writes_nothing(tmp_path):
+    exp_file = tmp_path / "exp.py"
+    exp_file.write_text(SLOW_EXPERIMENT)
+    for argv in (["run", str(exp_file), "-w", str(tmp_path / "w"), "-o", "nope=1"],
+                 ["compile", str(exp_file), "-w", str(tmp_path / "w"), "-b", "local",
+                  "-o", "nope=1"]):
+        proc = subprocess.run([sys.executable, "-m", "mempamal", *argv],
+                              capture_output=True, text=True)
+        assert proc.returncode == 2 and "unknown option(s) ['nope']" in proc.stderr
+        assert not (tmp_path / "w").exists()
+
+
+def test_status_asks_the_backend_that_ran_last(tmp_path):
+    X, y = iris()
+    wf = small_grid_experiment().compile(tmp_path / "w", X, y, chunk_size=3)
+    assert wf.last_backend() == "local"
+    wf.run("local", n_jobs=1, progress=False)
+    assert wf.last_backend() == "local"
+    (wf.workdir.last_backend_file).write_text('{"backend": "nope"}')
+    from mempamal import ValidationError
+
+    with pytest.raises(ValidationError, match="unknown backend 'nope'"):
+        wf.status()
