@@ -5,6 +5,8 @@ shell commands, run it locally, on SLURM, through Soma-Workflow or on Dask,
 and read back results equal to scikit-learn's.
 """
 
+from importlib import import_module
+
 from ._version import __version__
 from .errors import (
     BackendError,
@@ -14,13 +16,23 @@ from .errors import (
     WorkdirError,
     WorkdirLockedError,
 )
-from .experiment import Experiment
-from .results import Results, load_results
-from .workflow import Task, Workflow
+
+# imported on first use, so that `mempamal status` does not pay for
+# scikit-learn and pandas, which it does not need
+_LAZY = {"Experiment": "experiment", "Results": "results", "load_results": "results",
+         "Task": "workflow", "Workflow": "workflow"}
 
 
-def load_workflow(workdir) -> Workflow:
-    """The workflow compiled in ``workdir``."""
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'mempamal' has no attribute {name!r}")
+
+
+def load_workflow(workdir):
+    """The :class:`~mempamal.workflow.Workflow` compiled in ``workdir``."""
+    from .workflow import Workflow
+
     return Workflow.load(workdir)
 
 

@@ -19,7 +19,7 @@ from .recipes.nested_cv import build_tasks
 from .splits import compute_splits
 from .validation import check_data, check_finite
 from .workdir import Workdir, dump_pickle, save_npy, save_npz
-from .workflow import Workflow, sha256_file
+from .workflow import Workflow, gc_paused, sha256_file
 
 #: a fit task should last about this long, so that interpreter start-up on a
 #: cluster (about one second to import scikit-learn) stays a small overhead
@@ -51,7 +51,8 @@ def compile_experiment(exp, workdir, X, y=None, groups=None, *, chunk_size=None,
     if chunk_size is None:
         chunk_size = _auto_chunk_size(spec, X, y, splits)
     n_inner = [splits.n_inner(o) for o in range(splits.n_outer)]
-    tasks = build_tasks(n_inner, exp.n_candidates, chunk_size, python, resources)
+    with gc_paused():
+        tasks = build_tasks(n_inner, exp.n_candidates, chunk_size, python, resources)
     meta = {
         "fingerprint": fingerprint,
         "recipe": "nested_cv",

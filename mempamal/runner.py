@@ -21,10 +21,9 @@ from dataclasses import dataclass
 
 from threadpoolctl import threadpool_limits
 
-from . import tasks as _tasks
 from .context import load_context
 from .errors import CorruptOutputError, MissingInputError
-from .workdir import open_log, read_json, write_json
+from .workdir import open_log, read_json, read_meta, write_json
 from .workflow import sha256_file
 
 
@@ -81,7 +80,9 @@ def run_task(root, task_id: str, force: bool = False) -> TaskOutcome:
                 # a persistent worker would otherwise show a warning only for
                 # its first task; each task's log gets its own
                 warnings.simplefilter("default")
-                _tasks.run(ctx, task)
+                from . import tasks  # scikit-learn: only where a task really runs
+
+                tasks.run(ctx, task)
         except BaseException as exc:
             outcome = TaskOutcome(task_id, False, error=f"{type(exc).__name__}: {exc}",
                                   error_type=type(exc).__name__)
@@ -181,14 +182,6 @@ def _previous_attempts(meta_file) -> int:
         return int(read_json(meta_file).get("attempt", 0))
     except (FileNotFoundError, ValueError):
         return 0
-
-
-def read_meta(wd, task_id: str) -> dict | None:
-    """The meta record of a task, or None if it never started."""
-    try:
-        return read_json(wd.meta_file(task_id))
-    except (FileNotFoundError, ValueError):
-        return None
 
 
 def run_tasks_main(root, task_ids, force: bool = False) -> int:

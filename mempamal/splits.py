@@ -10,9 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.base import is_classifier
-from sklearn.model_selection import check_cv
-from sklearn.utils import _safe_indexing
 
 from .errors import ValidationError
 
@@ -81,6 +78,10 @@ def compute_splits(estimator, X, y, groups, cv, inner_cv) -> Splits:
     -------
     Splits
     """
+    from sklearn.base import is_classifier
+    from sklearn.model_selection import check_cv
+    from sklearn.utils import _safe_indexing
+
     classifier = is_classifier(estimator)
     outer = _split(check_cv(cv, y, classifier=classifier), X, y, groups, "cv")
     inner = []

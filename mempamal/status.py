@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from .runner import read_meta
+from .workdir import read_meta
 from .workflow import Workflow
 
 

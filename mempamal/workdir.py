@@ -115,7 +115,12 @@ class Workdir:
         return self.logs_dir / f"{task_id}.log"
 
     def meta_file(self, task_id: str) -> Path:
-        return self.logs_dir / f"{task_id}.meta.json"
+        return self.root / self.meta_relative(task_id)
+
+    @staticmethod
+    def meta_relative(task_id: str) -> str:
+        """``logs/TASK.meta.json``, relative to the workdir."""
+        return f"logs/{task_id}.meta.json"
 
     # -- state ---------------------------------------------------------------
     def existing(self, relatives) -> set[str]:
@@ -241,3 +246,11 @@ def save_npz(path, arrays: dict) -> None:
         np.savez(fh, **arrays)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def read_meta(wd: Workdir, task_id: str) -> dict | None:
+    """The meta record of a task, or None if it never started."""
+    try:
+        return read_json(wd.meta_file(task_id))
+    except (FileNotFoundError, ValueError):
+        return None

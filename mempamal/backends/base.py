@@ -8,7 +8,7 @@ import socket
 from dataclasses import dataclass, field
 
 from ..errors import BackendError, TaskFailedError, ValidationError
-from ..runner import read_meta
+from ..workdir import read_meta
 
 #: name -> "module:Class", imported only when asked for (optional extras)
 _REGISTRY: dict[str, str] = {
@@ -124,13 +124,17 @@ class Backend:
 
 def file_status(workflow) -> dict[str, str]:
     """Task states from the workdir alone: outputs first, then meta records."""
+    wd = workflow.workdir
     done = workflow.done()
+    # one directory listing tells which tasks ever started (100,000 failed
+    # opens would cost a second)
+    started = wd.existing(wd.meta_relative(t) for t in workflow.tasks if t not in done)
     states = {}
     for tid in workflow.tasks:
         if tid in done:
             states[tid] = "done"
             continue
-        meta = read_meta(workflow.workdir, tid)
+        meta = read_meta(wd, tid) if wd.meta_relative(tid) in started else None
         if meta is None:
             states[tid] = "pending"
         elif meta.get("state") == "failed":

@@ -30,8 +30,7 @@ from pathlib import Path
 
 from ..errors import BackendError, ValidationError
 from ..lock import run_lock
-from ..runner import read_meta
-from ..workdir import write_json, write_text
+from ..workdir import read_meta, write_json, write_text
 from .base import Backend, RunReport
 from .progress import RunProgress
 from .soma_jobs import (

@@ -15,7 +15,7 @@ barrier between outer splits.
 from __future__ import annotations
 
 from ..workdir import Workdir
-from ..workflow import Task, task_argv
+from ..workflow import Task, command_prefix
 
 
 def chunks(n_candidates: int, chunk_size: int) -> list[list[int]]:
@@ -43,7 +43,7 @@ def build_tasks(n_inner: list[int], n_candidates: int, chunk_size: int,
     """
     res = dict(resources or {})
     res.setdefault("cpus", 1)
-    argv0 = task_argv("", python)[:-1]
+    prefix = command_prefix(python)
     tasks: list[Task] = []
     selects = []
     cand_chunks = chunks(n_candidates, chunk_size)
@@ -51,7 +51,7 @@ def build_tasks(n_inner: list[int], n_candidates: int, chunk_size: int,
         if n_i == 0:
             tid = f"fit-o{o}"
             tasks.append(Task(tid, "fit", [Workdir.fit_output(o, None, 0)], [], res,
-                              {"o": o, "i": None, "candidates": [0]}, argv0 + [tid]))
+                              {"o": o, "i": None, "candidates": [0]}, prefix))
             selects.append(tid)
             continue
         fits = []
@@ -59,13 +59,12 @@ def build_tasks(n_inner: list[int], n_candidates: int, chunk_size: int,
             for c, cands in enumerate(cand_chunks):
                 tid = f"fit-o{o}-i{i}-c{c}"
                 tasks.append(Task(tid, "fit", [Workdir.fit_output(o, i, c)], [], res,
-                                  {"o": o, "i": i, "candidates": cands}, argv0 + [tid]))
+                                  {"o": o, "i": i, "candidates": cands}, prefix))
                 fits.append(tid)
         tid = f"select-o{o}"
         tasks.append(Task(tid, "select", [Workdir.select_output(o)], fits, res,
-                          {"o": o}, argv0 + [tid]))
+                          {"o": o}, prefix))
         selects.append(tid)
     outputs = [Workdir.FINAL_SUMMARY, Workdir.FINAL_CV_RESULTS, Workdir.FINAL_OUTER_SCORES]
-    tasks.append(Task("aggregate", "aggregate", outputs, selects, res, {},
-                      argv0 + ["aggregate"]))
+    tasks.append(Task("aggregate", "aggregate", outputs, selects, res, {}, prefix))
     return tasks

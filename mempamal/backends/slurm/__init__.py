@@ -13,8 +13,7 @@ from __future__ import annotations
 import time
 
 from ...lock import run_lock
-from ...runner import read_meta
-from ...workdir import write_json
+from ...workdir import read_meta, write_json
 from ..base import Backend, RunReport, file_status
 from ..progress import RunProgress
 from . import commands, options, scripts

@@ -1,0 +1,256 @@
+"""Benchmarks: mempamal against scikit-learn's own nested CV, as ratios.
+
+Run from the repository root (README.rst names the command)::
+
+    python benchmarks/bench.py [--reps 3] [--only W1,W2,W3,C100k,SLURM] [--out FILE]
+
+Every figure is a ratio of two timings taken in the same run (interleaved,
+median of ``--reps`` repetitions); the machine's cores and the library
+versions are recorded with them. Nothing here is a test: no assertion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+TARGETS = {
+    "W1 local / ideal": 1.05, "W1 local / sklearn": 1.00, "W2 local / sklearn": 1.10,
+    "W3 local / sklearn": 1.00, "C100k compile s": 3.0, "C100k compile peak MB": 300.0,
+    "C100k status s": 1.0, "W1 slurm / local": 1.5,
+}
+
+
+def sklearn_nested(wl, n_jobs):
+    """cross_validate(GridSearchCV(n_jobs=N), cv=outer): wall time, scores."""
+    from sklearn.model_selection import GridSearchCV, cross_validate
+
+    X, y = wl.data
+    search = GridSearchCV(wl.estimator, wl.param_grid, cv=wl.inner_cv, scoring=wl.scoring,
+                          n_jobs=n_jobs)
+    t0 = time.perf_counter()
+    out = cross_validate(search, X, y, cv=wl.cv, scoring=wl.scoring, return_estimator=True)
+    return time.perf_counter() - t0, out
+
+
+def serial_work(wl) -> float:
+    """Sum of every fit and score time of the nested CV, run serially."""
+    _, out = sklearn_nested(wl, n_jobs=1)
+    work = 0.0
+    for est, outer_score_time in zip(out["estimator"], out["score_time"]):
+        res = est.cv_results_
+        n_splits = sum(k.startswith("split") and k.endswith("_test_score") for k in res)
+        work += float(((res["mean_fit_time"] + res["mean_score_time"]) * n_splits).sum())
+        work += est.refit_time_ + outer_score_time
+    return work
+
+
+def mempamal_local(wl, n_jobs, root: Path):
+    """compile + run on the local executor: wall time of both."""
+    from mempamal import Experiment
+
+    X, y = wl.data
+    work = root / f"{wl.name}-{time.monotonic_ns()}"
+    t0 = time.perf_counter()
+    exp = Experiment(wl.estimator, param_grid=wl.param_grid, cv=wl.cv, inner_cv=wl.inner_cv,
+                     scoring=wl.scoring)
+    wf = exp.compile(work, X, y)
+    wf.run("local", n_jobs=n_jobs, progress=False)
+    elapsed = time.perf_counter() - t0
+    shutil.rmtree(work)
+    return elapsed, wf.meta["chunk_size"]
+
+
+def bench_workload(name, reps, n_jobs, root, results):
+    from workloads import WORKLOADS
+
+    wl = WORKLOADS[name]()
+    print(f"\n{name}: {wl.description}", flush=True)
+    work = serial_work(wl)
+    ideal = work / n_jobs
+    print(f"  serial work {work:.2f}s -> ideal makespan on {n_jobs} cores {ideal:.2f}s")
+    # warm both pools once (joblib's and mempamal's workers are both reused
+    # afterwards, as they are in any Python session)
+    sklearn_nested(wl, n_jobs)
+    mempamal_local(wl, n_jobs, root)
+    sk, mp = [], []
+    for rep in range(reps):  # interleaved, so drifts in machine load hit both
+        sk.append(sklearn_nested(wl, n_jobs)[0])
+        t, chunk = mempamal_local(wl, n_jobs, root)
+        mp.append(t)
+        print(f"  rep {rep}: sklearn {sk[-1]:.2f}s  mempamal {mp[-1]:.2f}s "
+              f"(chunk_size {chunk})", flush=True)
+    sk_med, mp_med = statistics.median(sk), statistics.median(mp)
+    results["workloads"][name] = {
+        "description": wl.description, "serial_work_s": work, "ideal_s": ideal,
+        "sklearn_s": sk, "mempamal_s": mp, "chunk_size": chunk,
+        "sklearn_median_s": sk_med, "mempamal_median_s": mp_med,
+    }
+    results["ratios"][f"{name} local / sklearn"] = mp_med / sk_med
+    results["ratios"][f"{name} local / ideal"] = mp_med / ideal
+    results["ratios"][f"{name} sklearn / ideal"] = sk_med / ideal
+
+
+C100K_SCRIPT = textwrap.dedent("""
+    import json, resource, sys, time
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from mempamal import Experiment
+    rng = np.random.RandomState(0)
+    X, y = rng.randn(500, 5), rng.randint(0, 2, 500)
+    exp = Experiment(LogisticRegression(), param_grid={"C": np.logspace(-3, 3, 1000)},
+                     cv=10, inner_cv=10)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0 = time.perf_counter()
+    wf = exp.compile(sys.argv[1], X, y, chunk_size=1)
+    t = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"tasks": len(wf), "compile_s": t, "peak_mb": peak,
+                      "peak_above_imports_mb": peak - base}))
+""")
+
+STATUS_SCRIPT = textwrap.dedent("""
+    import json, sys, time
+    t0 = time.perf_counter()
+    from mempamal.workflow import Workflow
+    wf = Workflow.load(sys.argv[1])
+    states = wf.status()
+    print(json.dumps({"status_s": time.perf_counter() - t0, "tasks": len(states)}))
+""")
+
+NX_SCRIPT = textwrap.dedent("""
+    import json, time
+    import networkx as nx
+    t0 = time.perf_counter()
+    g = nx.DiGraph()
+    for o in range(10):
+        fits = [f"fit-o{o}-i{i}-c{c}" for i in range(10) for c in range(1000)]
+        g.add_nodes_from(fits)
+        g.add_edges_from((f, f"select-o{o}") for f in fits)
+        g.add_edge(f"select-o{o}", "aggregate")
+    print(json.dumps({"networkx_build_s": time.perf_counter() - t0, "nodes": len(g)}))
+""")
+
+
+def _py(script, *args) -> dict:
+    out = subprocess.run([sys.executable, "-c", script, *map(str, args)], check=True,
+                         capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_c100k(reps, root, results):
+    print("\nC100k: 10 outer x 10 inner x 1000 candidates, one candidate per task", flush=True)
+    rows = []
+    for rep in range(reps):
+        work = root / f"c100k-{rep}"
+        row = _py(C100K_SCRIPT, work)
+        row.update(_py(STATUS_SCRIPT, work))
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "mempamal", "status", str(work)], check=False,
+                       capture_output=True)
+        row["status_cli_s"] = time.perf_counter() - t0
+        row.update(_py(NX_SCRIPT))
+        rows.append(row)
+        shutil.rmtree(work)
+        print(f"  rep {rep}: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else
+                                          f"{k} {v}" for k, v in row.items()), flush=True)
+    med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    results["workloads"]["C100k"] = {"reps": rows, "median": med}
+    results["ratios"]["C100k compile s"] = med["compile_s"]
+    results["ratios"]["C100k compile peak MB"] = med["peak_mb"]
+    results["ratios"]["C100k status s"] = med["status_s"]
+    results["ratios"]["C100k compile / networkx build"] = med["compile_s"] / med["networkx_build_s"]
+
+
+def bench_slurm(reps, n_jobs, root, results):
+    """W1 through the real SLURM backend vs the local executor, same run."""
+    if shutil.which("sbatch") is None:
+        print("\nSLURM: sbatch not found, skipped")
+        return
+    from workloads import w1
+
+    from mempamal import Experiment
+
+    wl = w1()
+    X, y = wl.data
+    print("\nW1 on SLURM vs local", flush=True)
+    sl, lo = [], []
+    for rep in range(reps):
+        exp = Experiment(wl.estimator, param_grid=wl.param_grid, cv=wl.cv,
+                         inner_cv=wl.inner_cv, scoring=wl.scoring)
+        t0 = time.perf_counter()
+        exp.compile(root / f"slurm-{rep}", X, y).run("slurm", poll_interval=1)
+        sl.append(time.perf_counter() - t0)
+        lo.append(mempamal_local(wl, n_jobs, root)[0])
+        print(f"  rep {rep}: slurm {sl[-1]:.2f}s local {lo[-1]:.2f}s", flush=True)
+    results["workloads"]["W1-slurm"] = {"slurm_s": sl, "local_s": lo}
+    results["ratios"]["W1 slurm / local"] = statistics.median(sl) / statistics.median(lo)
+
+
+def environment() -> dict:
+    import numpy
+    import sklearn
+    from threadpoolctl import threadpool_info
+
+    import mempamal
+
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cores": os.cpu_count(),
+        "machine": platform.machine(), "python": platform.python_version(),
+        "mempamal": mempamal.__version__, "scikit-learn": sklearn.__version__,
+        "numpy": numpy.__version__,
+        "blas": [(i["internal_api"], i.get("version"), i["num_threads"])
+                 for i in threadpool_info()],
+    }
+
+
+def print_table(results) -> None:
+    print("\n| measure | value | target |\n|---|---|---|")
+    for key, value in results["ratios"].items():
+        target = TARGETS.get(key)
+        verdict = "" if target is None else ("ok" if value <= target else "MISSED")
+        print(f"| {key} | {value:.3f} | {'' if target is None else f'<= {target} {verdict}'} |")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--only", default="W1,W2,W3,C100k,SLURM")
+    parser.add_argument("--n-jobs", type=int, default=os.cpu_count())
+    parser.add_argument("--out", default=str(HERE / "results" / "latest.json"))
+    args = parser.parse_args(argv)
+    only = set(args.only.split(","))
+    results = {"environment": environment(), "n_jobs": args.n_jobs, "reps": args.reps,
+               "workloads": {}, "ratios": {}}
+    print(json.dumps(results["environment"]))
+    with tempfile.TemporaryDirectory(prefix="mempamal-bench-") as tmp:
+        root = Path(tmp)
+        for name in ("W1", "W2", "W3"):
+            if name in only:
+                bench_workload(name, args.reps, args.n_jobs, root, results)
+        if "C100k" in only:
+            bench_c100k(args.reps, root, results)
+        if "SLURM" in only:
+            bench_slurm(args.reps, args.n_jobs, root, results)
+    print_table(results)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
