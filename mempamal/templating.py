@@ -10,24 +10,16 @@ then the source checkout's top-level ``templates/``.
 from __future__ import annotations
 
 import shlex
-from importlib import resources
 from pathlib import Path
 
 import jinja2
 
 
 def _builtin_dirs() -> list[str]:
-    dirs = []
-    try:
-        installed = resources.files("mempamal.templates")
-        if installed.is_dir():
-            dirs.append(str(installed))
-    except ModuleNotFoundError:
-        pass
-    checkout = Path(__file__).resolve().parent.parent / "templates"
-    if checkout.is_dir() and str(checkout) not in dirs:
-        dirs.append(str(checkout))
-    return dirs
+    """Installed copy (``mempamal/templates``), else the checkout's ``templates/``."""
+    package = Path(__file__).resolve().parent
+    return [str(d) for d in (package / "templates", package.parent / "templates")
+            if d.is_dir()]
 
 
 def environment(template_dir=None) -> jinja2.Environment:

@@ -188,22 +188,22 @@ def test_workdir_has_no_group_or_world_write(tmp_path):
 
 def test_hostile_paths_and_values_run_as_written(hostile_dir, tmp_path, monkeypatch):
     """Quotes, $(...), backticks, ; and newlines in paths and values execute nothing."""
-    from sklearn.preprocessing import FunctionTransformer  # noqa: F401
+    from helpers import FailingClassifier
 
     X, y = iris()
-    evil = "x'; touch PWNED; echo \"$(touch PWNED2)\" `touch PWNED3`\n é"
-    from sklearn.linear_model import LogisticRegression
-
-    exp = Experiment(LogisticRegression(max_iter=300),
-                     candidates=[{"C": 1.0, "class_weight": None},
-                                 {"C": 0.5, "class_weight": None}],
+    evil = ["x'; touch PWNED; echo \"$(touch PWNED2)\" `touch PWNED3`\n é",
+            "$(touch PWNED4) ; rm -rf ~ # \\ \t ü"]
+    # hostile strings as parameter values: they reach the estimator (as a path
+    # that does not exist, so the fits succeed) through pickles, never a shell
+    exp = Experiment(FailingClassifier(),
+                     candidates=[{"C": 1.0, "fail_file": str(tmp_path / evil[0])},
+                                 {"C": 0.5, "fail_file": str(tmp_path / evil[1])}],
                      cv=2, inner_cv=2)
-    exp.candidates[1]["multi_class"] = "deprecated"  # a string value, not a shell word
-    exp.candidates[1].pop("multi_class")
-    work = hostile_dir / evil.replace("\n", " ").replace("/", "_")
+    work = hostile_dir / evil[0].replace("\n", " ").replace("/", "_")
     monkeypatch.chdir(tmp_path)
     wf = exp.compile(work, X, y, chunk_size=1)
     wf.run("local", n_jobs=2, subprocess=True, progress=False)
-    assert wf.status()["aggregate"] == "done"
+    res = load_results(work)
+    assert {p["fail_file"] for p in res.best_params} <= {str(tmp_path / e) for e in evil}
     assert not list(tmp_path.rglob("PWNED*"))
     assert not os.path.exists("PWNED")
