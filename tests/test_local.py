@@ -257,3 +257,13 @@ def test_status_asks_the_backend_that_ran_last(tmp_path):
 
     with pytest.raises(ValidationError, match="unknown backend 'nope'"):
         wf.status()
+
+
+def test_submit_returns_at_once_and_runs_in_the_background(tmp_path):
+    X, y = iris()
+    wf = small_grid_experiment().compile(tmp_path / "w", X, y, chunk_size=3)
+    proc = wf.submit("local", n_jobs=2)
+    assert proc.poll() is None or proc.returncode == 0  # returned before the run ended
+    assert proc.wait(timeout=120) == 0, (wf.workdir.root / "local" / "run.log").read_text()
+    assert wf.status()["aggregate"] == "done"
+    assert "tasks to run on local" in (wf.workdir.root / "local" / "run.log").read_text()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import socket
+import subprocess
+import sys
 from dataclasses import dataclass, field
 
 from ..errors import BackendError, TaskFailedError, ValidationError
@@ -120,6 +123,29 @@ class Backend:
     def status(self, workflow) -> dict[str, str]:
         """``{task_id: state}``: done, failed, running or pending."""
         return file_status(workflow)
+
+
+def resume_in_background(workflow, backend: str, options: dict):
+    """Start ``mempamal resume WORKDIR --backend NAME -o KEY=VALUE...`` detached.
+
+    ``submit`` of the backends whose engine lives in the submitting process
+    (local, Soma-Workflow light mode, Dask): the caller returns at once and
+    the run goes on, logging to ``WORKDIR/NAME/run.log``.
+
+    Returns
+    -------
+    subprocess.Popen
+    """
+    wd = workflow.workdir
+    argv = [sys.executable, "-m", "mempamal", "resume", str(wd.root), "--backend", backend]
+    for key, value in options.items():
+        if value is not None:
+            argv += ["-o", f"{key}={json.dumps(value)}"]
+    logs = wd.backend_dir(backend)
+    logs.mkdir(mode=0o755, parents=True, exist_ok=True)
+    with open(logs / "run.log", "ab") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
 
 
 def file_status(workflow) -> dict[str, str]:

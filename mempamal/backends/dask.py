@@ -28,9 +28,7 @@ Where the cluster comes from (at most one of ``address``, ``client`` and
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import subprocess
 import sys
 import threading
 import uuid
@@ -43,7 +41,7 @@ from ..errors import BackendError, ValidationError
 from ..lock import run_lock
 from ..runner import run_task
 from ..workdir import Workdir
-from .base import Backend, RunReport
+from .base import Backend, RunReport, resume_in_background
 from .progress import RunProgress
 
 #: ``cluster=NAME`` -> dask_jobqueue class
@@ -281,17 +279,9 @@ class DaskBackend(Backend):
             raise ValidationError("submit runs in a new process, which cannot use a client "
                                   "or cluster object; give address or a cluster name, or "
                                   "use run()")
-        wd = workflow.workdir
-        argv = [sys.executable, "-m", "mempamal", "resume", str(wd.root), "--backend", "dask"]
-        for key in ("n_jobs", "address", "cluster", "cluster_options", "resources",
-                    "worker_timeout"):
-            if o[key] is not None:
-                argv += ["-o", f"{key}={json.dumps(o[key])}"]
-        logs = wd.backend_dir(self.name)
-        logs.mkdir(parents=True, exist_ok=True)
-        log = open(logs / "run.log", "ab")  # noqa: SIM115 - owned by the child
-        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        keys = ("n_jobs", "address", "cluster", "cluster_options", "resources",
+                "worker_timeout")
+        return resume_in_background(workflow, self.name, {k: o[k] for k in keys})
 
     @contextlib.contextmanager
     def _client(self):

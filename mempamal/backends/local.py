@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
@@ -20,7 +19,7 @@ from joblib.externals.loky import get_reusable_executor
 from ..errors import ValidationError
 from ..lock import run_lock
 from ..runner import TaskOutcome, read_meta, run_task
-from .base import Backend, RunReport
+from .base import Backend, RunReport, resume_in_background
 from .progress import RunProgress
 
 #: a task whose worker died this many times is failed, not retried again
@@ -56,12 +55,8 @@ class LocalBackend(Backend):
 
     def submit(self, workflow):
         """Run in a detached background process; return its ``Popen``."""
-        wd = workflow.workdir
-        argv = [sys.executable, "-m", "mempamal", "resume", str(wd.root),
-                "--backend", "local", "-j", str(self.opts["n_jobs"])]
-        log = open(wd.logs_dir / "local-run.log", "ab")  # noqa: SIM115 - owned by the child
-        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        return resume_in_background(workflow, self.name, {
+            k: v for k, v in self.opts.items() if k != "progress"})
 
     def run(self, workflow) -> RunReport:
         """Run every pending task, dependencies first; wait; raise on failures."""

@@ -31,7 +31,7 @@ from pathlib import Path
 from ..errors import BackendError, ValidationError
 from ..lock import run_lock
 from ..workdir import read_meta, write_json, write_text
-from .base import Backend, RunReport
+from .base import Backend, RunReport, resume_in_background
 from .progress import RunProgress
 from .soma_jobs import (
     NATIVE_SPEC_SCHEDULERS,
@@ -138,16 +138,8 @@ class SomaBackend(Backend):
         Soma-workflow's engine must outlive the jobs (light mode and its SLURM
         scheduler type): the background ``mempamal resume`` keeps it alive.
         """
-        wd = workflow.workdir
-        argv = [sys.executable, "-m", "mempamal", "resume", str(wd.root), "--backend", "soma"]
-        for key, value in self.opts.items():
-            if value is not None and key != "progress":
-                argv += ["-o", f"{key}={json.dumps(value)}"]
-        d = wd.backend_dir(self.name)
-        d.mkdir(parents=True, exist_ok=True)
-        log = open(d / "submit.log", "ab")  # noqa: SIM115 - owned by the child
-        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        return resume_in_background(workflow, self.name, {
+            k: v for k, v in self.opts.items() if k != "progress"})
 
     def _run_locked(self, workflow) -> RunReport:
         pending = workflow.pending()
