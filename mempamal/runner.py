@@ -62,7 +62,11 @@ def run_task(root, task_id: str, force: bool = False) -> TaskOutcome:
     t0 = time.perf_counter()
     try:
         check_inputs(ctx, task)
-    except (CorruptOutputError, MissingInputError) as exc:
+    except MissingInputError as exc:
+        # started too early (a scheduler that ran it despite a failed
+        # dependency): not run, so its meta record is left as it was
+        return TaskOutcome(task_id, False, error=str(exc), error_type=type(exc).__name__)
+    except CorruptOutputError as exc:
         outcome = TaskOutcome(task_id, False, error=str(exc), error_type=type(exc).__name__)
         _finish(wd, meta, outcome, t0)
         return outcome
@@ -184,12 +188,26 @@ def _previous_attempts(meta_file) -> int:
         return 0
 
 
+#: exit status of ``run-task`` when a task could not start because a
+#: dependency is not done (sysexits' EX_TEMPFAIL): not run, rather than failed
+EXIT_NOT_READY = 75
+
+
 def run_tasks_main(root, task_ids, force: bool = False) -> int:
-    """Run tasks one after the other (a packed cluster job); exit status."""
-    status = 0
+    """Run tasks one after the other (a packed cluster job); exit status.
+
+    0 if all succeeded, EXIT_NOT_READY if the only problem is tasks started
+    before their dependencies were done, 1 otherwise.
+    """
+    failed, not_ready = False, False
     for tid in task_ids:
         outcome = run_task(root, tid, force=force)
-        if not outcome.ok:
+        if outcome.ok:
+            continue
+        if outcome.error_type == "MissingInputError":
+            not_ready = True
+            print(f"mempamal: task {tid} not run: {outcome.error}", file=sys.stderr)
+        else:
+            failed = True
             print(f"mempamal: task {tid} failed: {outcome.error}", file=sys.stderr)
-            status = 1
-    return status
+    return 1 if failed else EXIT_NOT_READY if not_ready else 0

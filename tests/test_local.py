@@ -267,3 +267,16 @@ def test_submit_returns_at_once_and_runs_in_the_background(tmp_path):
     assert proc.wait(timeout=120) == 0, (wf.workdir.root / "local" / "run.log").read_text()
     assert wf.status()["aggregate"] == "done"
     assert "tasks to run on local" in (wf.workdir.root / "local" / "run.log").read_text()
+
+
+def test_task_started_before_its_dependencies_is_not_run_not_failed(tmp_path):
+    from mempamal.runner import EXIT_NOT_READY
+
+    X, y = iris()
+    wf = small_grid_experiment().compile(tmp_path / "w", X, y, chunk_size=3)
+    proc = subprocess.run([sys.executable, "-m", "mempamal", "run-task",
+                           str(wf.workdir.root), "select-o0"], capture_output=True, text=True)
+    assert proc.returncode == EXIT_NOT_READY
+    assert "not run" in proc.stderr and "dependencies not done" in proc.stderr
+    assert read_meta(wf.workdir, "select-o0") is None  # no failure recorded
+    assert wf.status()["select-o0"] == "pending"

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from ..errors import BackendError, ValidationError
 from ..lock import run_lock
+from ..runner import EXIT_NOT_READY
 from ..workdir import read_meta, write_json, write_text
 from .base import Backend, RunReport, resume_in_background
 from .progress import RunProgress
@@ -220,8 +221,10 @@ class SomaBackend(Backend):
         """Book one finished job; True if it succeeded."""
         tid = ev["task"]
         task = workflow.tasks[tid]
-        if ev["exit_status"] == "aborted_before_running":
-            return False  # counted in not_run
+        if ev["exit_status"] == "aborted_before_running" or ev["exit_value"] == EXIT_NOT_READY:
+            # never started, or started by soma before it knew a dependency had
+            # failed, and refused by the task itself: counted in not_run
+            return False
         report.executed.append(tid)
         wd = workflow.workdir
         # an exit value soma did not store yet (None) is fine if the outputs are there
