@@ -280,3 +280,20 @@ def test_task_started_before_its_dependencies_is_not_run_not_failed(tmp_path):
     assert "not run" in proc.stderr and "dependencies not done" in proc.stderr
     assert read_meta(wf.workdir, "select-o0") is None  # no failure recorded
     assert wf.status()["select-o0"] == "pending"
+
+
+def test_scikit_learn_n_jobs_still_works_after_a_run(tmp_path):
+    """mempamal's worker pool is its own: the caller's joblib pool is untouched."""
+    from sklearn.model_selection import GridSearchCV, cross_validate
+    from sklearn.svm import SVC
+
+    X, y = iris()
+    wf = small_grid_experiment().compile(tmp_path / "w", X, y, chunk_size=3)
+    wf.run("local", n_jobs=2, progress=False)
+    out = cross_validate(GridSearchCV(SVC(), {"C": [1, 10]}, cv=3, n_jobs=2), X, y, cv=3,
+                         n_jobs=2)
+    assert len(out["test_score"]) == 3
+    # and a second run of ours after sklearn's still works
+    for out_rel in wf.tasks["aggregate"].outputs:
+        wf.workdir.path(out_rel).unlink()
+    assert wf.run("local", n_jobs=2, progress=False).executed == ["aggregate"]

@@ -14,7 +14,7 @@ import subprocess
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
-from joblib.externals.loky import get_reusable_executor
+from joblib.externals.loky import ProcessPoolExecutor
 
 from ..errors import ValidationError
 from ..lock import run_lock
@@ -101,6 +101,7 @@ class _DagRun:
                 except BrokenProcessPool:
                     # a worker died (OOM killer, segfault): retry what was in
                     # flight on a fresh pool
+                    _forget_pool()
                     continue
                 except BaseException:
                     _kill_pool(pool)
@@ -111,12 +112,7 @@ class _DagRun:
         n = min(self.opts["n_jobs"], len(self.todo))
         if self.opts["subprocess"]:
             return ThreadPoolExecutor(n)
-        # loky (joblib's executor) rather than multiprocessing: it does not
-        # re-import the caller's __main__ (which fails under `python -c`, stdin
-        # or some notebooks), and after a worker dies the next call gets a
-        # fresh pool. Workers stay alive between runs for WORKER_IDLE_SECONDS,
-        # so a resume does not pay scikit-learn's import again.
-        return get_reusable_executor(max_workers=n, timeout=WORKER_IDLE_SECONDS)
+        return _process_pool(n)
 
     def _drive(self, pool) -> None:
         running: dict[Future, str] = {}
@@ -214,4 +210,36 @@ def _kill_pool(pool) -> None:
     if isinstance(pool, ThreadPoolExecutor):
         pool.shutdown(wait=False, cancel_futures=True)
     else:
+        _forget_pool()
         pool.shutdown(wait=False, kill_workers=True)
+
+
+#: (size, executor) of the process pool kept between runs of this process
+_POOL: tuple | None = None
+
+
+def _process_pool(n: int) -> ProcessPoolExecutor:
+    """Mempamal's own pool of n workers, reused by the next run of this process.
+
+    loky (joblib's executor) rather than multiprocessing: it does not re-import
+    the caller's ``__main__`` (which fails under ``python -c``, stdin or some
+    notebooks). Kept warm between runs (idle workers exit after
+    WORKER_IDLE_SECONDS), so a resume does not pay scikit-learn's import again.
+    It is not joblib's global reusable executor: sharing that one breaks the
+    caller's own ``n_jobs`` afterwards.
+    """
+    global _POOL
+    if _POOL is not None and _POOL[0] == n:
+        return _POOL[1]
+    _forget_pool()
+    pool = ProcessPoolExecutor(max_workers=n, timeout=WORKER_IDLE_SECONDS)
+    _POOL = (n, pool)
+    return pool
+
+
+def _forget_pool() -> None:
+    """Drop the kept pool (broken, killed, or of another size)."""
+    global _POOL
+    if _POOL is not None:
+        _POOL[1].shutdown(wait=False, kill_workers=True)
+        _POOL = None
