@@ -102,6 +102,10 @@ def _run(wf, backend, opts) -> None:
         wf.run(backend, **opts)
     except TaskFailedError as exc:
         click.echo(f"mempamal: {exc}", err=True)
+        not_run = getattr(getattr(exc, "report", None), "not_run", [])
+        if not_run:
+            click.echo(f"mempamal: {len(not_run)} task(s) not run because a task they "
+                       "depend on failed", err=True)
         click.echo(f"mempamal: see `mempamal status {wf.workdir.root}` and the logs in "
                    f"{wf.workdir.logs_dir}; fix the cause and rerun to resume", err=True)
         sys.exit(1)

@@ -143,6 +143,7 @@ def test_cli_exit_status_and_status_command(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 1
     assert "4 task(s) failed" in proc.stderr
+    assert "3 task(s) not run because a task they depend on failed" in proc.stderr
     st = subprocess.run([sys.executable, "-m", "mempamal", "status", root, "--json"],
                         capture_output=True, text=True)
     report = json.loads(st.stdout)

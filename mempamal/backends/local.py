@@ -147,9 +147,9 @@ class _DagRun:
         if not outcome.ok:
             self.report.failures[tid] = outcome.error or "failed"
             blocked = self.wf.downstream([tid]) - {tid}
-            for b in blocked:
-                if self.waiting.pop(b, None) is not None:
-                    self.report.not_run.append(b)
+            skipped = [b for b in blocked if self.waiting.pop(b, None) is not None]
+            self.report.not_run.extend(skipped)
+            self.bar.skip(len(skipped))
             return []
         ready = []
         for child in self.children.get(tid, []):
