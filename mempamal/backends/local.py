@@ -9,6 +9,7 @@ every task as its real shell command, as a cluster does.
 
 from __future__ import annotations
 
+import heapq
 import os
 import subprocess
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -85,6 +86,11 @@ class _DagRun:
                 self.children.setdefault(d, []).append(tid)
         self.report = RunReport()
         self.deaths: dict[str, int] = {}
+        # depth in the DAG (0 for tasks without dependencies), in workflow order
+        self.order, self.depth = {}, {}
+        for k, (tid, t) in enumerate(workflow.tasks.items()):
+            self.order[tid] = k
+            self.depth[tid] = 1 + max((self.depth[d] for d in t.deps), default=-1)
 
     def execute(self) -> RunReport:
         if not self.todo:
@@ -115,11 +121,23 @@ class _DagRun:
         return _process_pool(n)
 
     def _drive(self, pool) -> None:
+        """Keep the pool busy, choosing each next task by priority.
+
+        Only ``n_jobs + 1`` tasks are handed to the pool at a time (one queued
+        so a worker never waits for the next one); the rest wait in a heap. A
+        task deeper in the DAG goes first: a select starts as soon as its fits
+        are done instead of queueing behind every other fit, so outer splits
+        finish one after the other and the run does not end with a tail of
+        selects on one core.
+        """
         running: dict[Future, str] = {}
-        self._in_flight = running
-        for tid in [t for t, w in self.waiting.items() if not w]:
-            running[self._start(pool, tid)] = tid
-        while running:
+        ready = [self._priority(t) for t, w in self.waiting.items() if not w]
+        heapq.heapify(ready)
+        capacity = self.opts["n_jobs"] + 1
+        while ready or running:
+            while ready and len(running) < capacity:
+                tid = heapq.heappop(ready)[-1]
+                running[self._start(pool, tid)] = tid
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for fut in finished:
                 tid = running.pop(fut)
@@ -129,7 +147,10 @@ class _DagRun:
                     self._worker_died(tid, running)
                     raise
                 for child in self._finished(tid, outcome):
-                    running[self._start(pool, child)] = child
+                    heapq.heappush(ready, self._priority(child))
+
+    def _priority(self, tid: str) -> tuple:
+        return (-self.depth[tid], self.order[tid], tid)
 
     def _start(self, pool, tid: str) -> Future:
         self.waiting.pop(tid, None)
