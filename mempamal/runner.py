@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 from threadpoolctl import threadpool_limits
 
-from .context import load_context
 from .errors import CorruptOutputError, MissingInputError
 from .workdir import open_log, read_json, read_meta, write_json
 from .workflow import sha256_file
@@ -44,6 +43,8 @@ def run_task(root, task_id: str, force: bool = False) -> TaskOutcome:
 
     A task whose outputs already exist is skipped unless ``force``.
     """
+    from .context import load_context  # joblib, numpy: only where tasks run
+
     try:
         ctx = load_context(root)
         task = ctx.workflow.tasks[task_id]
@@ -172,6 +173,8 @@ def verify(workflow) -> dict[str, list]:
 def _finish(wd, meta: dict, outcome: TaskOutcome, t0: float) -> None:
     outcome.seconds = time.perf_counter() - t0
     if outcome.ok:
+        from .context import load_context
+
         task = load_context(wd.root).workflow.tasks[outcome.task_id]
         meta["digests"] = {rel: sha256_file(wd.path(rel)) for rel in task.outputs}
     meta.update(state="done" if outcome.ok else "failed", end=time.time(),

@@ -25,9 +25,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import joblib
-import numpy as np
-
 TMP_PREFIX = ".tmp-"
 WORKFLOW_FILE = "workflow.json"
 EXPERIMENT_FILE = "experiment.pkl"
@@ -227,13 +224,17 @@ def read_json(path):
 
 def dump_pickle(path, obj) -> None:
     """``joblib.dump`` ``obj`` to ``path`` atomically."""
+    import joblib  # here, not at the top: `mempamal status` never pickles
+
     buf = io.BytesIO()
     joblib.dump(obj, buf)
     write_bytes(path, buf.getvalue())
 
 
-def save_npy(path, array: np.ndarray) -> None:
+def save_npy(path, array) -> None:
     """``numpy.save`` atomically."""
+    import numpy as np
+
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, array, allow_pickle=False)
         fh.flush()
@@ -242,6 +243,8 @@ def save_npy(path, array: np.ndarray) -> None:
 
 def save_npz(path, arrays: dict) -> None:
     """``numpy.savez`` atomically."""
+    import numpy as np
+
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **arrays)
         fh.flush()

@@ -12,16 +12,15 @@ from __future__ import annotations
 import heapq
 import os
 import subprocess
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 
-from joblib.externals.loky import ProcessPoolExecutor
+# BrokenExecutor (the base of BrokenExecutor) keeps multiprocessing and
+# loky out of `mempamal status`, which instantiates this backend too
+from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, Future, ThreadPoolExecutor, wait
 
 from ..errors import ValidationError
 from ..lock import run_lock
 from ..runner import TaskOutcome, read_meta, run_task
 from .base import Backend, RunReport, resume_in_background
-from .progress import RunProgress
 
 #: a task whose worker died this many times is failed, not retried again
 MAX_WORKER_DEATHS = 2
@@ -95,6 +94,8 @@ class _DagRun:
     def execute(self) -> RunReport:
         if not self.todo:
             return self.report
+        from .progress import RunProgress
+
         with RunProgress(len(self.todo), self.opts["progress"]) as bar:
             self.bar = bar
             while True:
@@ -104,7 +105,7 @@ class _DagRun:
                     if self.opts["subprocess"]:
                         pool.shutdown(wait=True)
                     break
-                except BrokenProcessPool:
+                except BrokenExecutor:
                     # a worker died (OOM killer, segfault): retry what was in
                     # flight on a fresh pool
                     _forget_pool()
@@ -143,7 +144,7 @@ class _DagRun:
                 tid = running.pop(fut)
                 try:
                     outcome = fut.result()
-                except BrokenProcessPool:
+                except BrokenExecutor:
                     self._worker_died(tid, running)
                     raise
                 for child in self._finished(tid, outcome):
@@ -239,7 +240,7 @@ def _kill_pool(pool) -> None:
 _POOL: tuple | None = None
 
 
-def _process_pool(n: int) -> ProcessPoolExecutor:
+def _process_pool(n: int):
     """Mempamal's own pool of n workers, reused by the next run of this process.
 
     loky (joblib's executor) rather than multiprocessing: it does not re-import
@@ -249,6 +250,8 @@ def _process_pool(n: int) -> ProcessPoolExecutor:
     It is not joblib's global reusable executor: sharing that one breaks the
     caller's own ``n_jobs`` afterwards.
     """
+    from joblib.externals.loky import ProcessPoolExecutor
+
     global _POOL
     if _POOL is not None and _POOL[0] == n:
         return _POOL[1]
