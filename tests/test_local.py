@@ -298,3 +298,22 @@ def test_scikit_learn_n_jobs_still_works_after_a_run(tmp_path):
     for out_rel in wf.tasks["aggregate"].outputs:
         wf.workdir.path(out_rel).unlink()
     assert wf.run("local", n_jobs=2, progress=False).executed == ["aggregate"]
+
+
+def test_results_command_prints_outer_scores_and_summary(tmp_path):
+    X, y = iris()
+    wf = small_grid_experiment().compile(tmp_path / "w", X, y, chunk_size=3)
+    root = str(wf.workdir.root)
+    early = subprocess.run([sys.executable, "-m", "mempamal", "results", root],
+                           capture_output=True, text=True)
+    assert early.returncode == 2 and "not finished: 0 of 3 outer splits" in early.stderr
+    wf.run("local", n_jobs=2, progress=False)
+    proc = subprocess.run([sys.executable, "-m", "mempamal", "results", root],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    res = load_results(root)
+    lines = proc.stdout.splitlines()
+    assert lines[0].split()[:2] == ["outer_split", "test_score"]
+    assert len([ln for ln in lines if ln.strip().startswith(("0 ", "1 ", "2 "))]) == 3
+    mean = res.summary.loc["test_score", "mean"]
+    assert any(ln.startswith("test_score") and f"{mean:.6f}" in ln for ln in lines)
