@@ -19,17 +19,6 @@ from mempamal.runner import damaged_outputs, read_meta, verify
 from mempamal.status import status_report
 from mempamal.workflow import Workflow
 
-KILL_EXPERIMENT = """
-from sklearn.datasets import load_digits
-from sklearn.svm import SVC
-from mempamal import Experiment
-X, y = load_digits(return_X_y=True)
-X, y = X[:900], y[:900]
-experiment = Experiment(SVC(), param_grid={"C": [0.1, 1, 10], "gamma": [1e-4, 1e-3]},
-                        cv=3, inner_cv=3)
-compile_options = {"chunk_size": 1}
-"""
-
 
 def _attempts(wf):
     return {tid: (read_meta(wf.workdir, tid) or {}).get("attempt", 0) for tid in wf.tasks}
@@ -133,7 +122,7 @@ def test_verify_finds_and_deletes_damaged_outputs(tmp_path):
 
 def test_second_run_on_a_live_workdir_is_refused(tmp_path):
     exp_file = tmp_path / "exp.py"
-    exp_file.write_text(KILL_EXPERIMENT)
+    exp_file.write_text(SLEEPY_EXPERIMENT)  # lasts long enough to be caught live
     work = tmp_path / "w"
     proc = subprocess.Popen(_mempamal("run", exp_file, "--workdir", work, "-j", 1),
                             start_new_session=True, stdout=subprocess.DEVNULL,

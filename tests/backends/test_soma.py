@@ -217,11 +217,17 @@ def test_failure_is_reported_then_a_rerun_computes_only_what_is_missing(tmp_path
 @pytest.mark.slow
 def test_interrupt_stops_the_jobs_instead_of_orphaning_them(tmp_path, fake_home):
     import psutil
+    from helpers import SleepyClassifier
 
+    from mempamal import Experiment
     from mempamal.runner import read_meta
 
     X, y = iris()
-    wf = _small().compile(tmp_path / "w", X, y, chunk_size=2)
+    # fits that sleep 1 s: a task stays "running" long enough to be seen (an
+    # iris fit alone lasts ~50 ms and could start and end between two polls)
+    exp = Experiment(SleepyClassifier(delay=1.0), param_grid={"C": [0.1, 1.0]}, cv=2,
+                     inner_cv=2)
+    wf = exp.compile(tmp_path / "w", X, y, chunk_size=2)
     handle = wf.submit("soma", n_jobs=2, refreshment_interval=0.1)
     running = []
     for _ in range(1200):  # until a job is running (at most about 2 minutes)
