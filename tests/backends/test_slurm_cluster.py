@@ -199,3 +199,27 @@ def test_sbatch_refusal_shows_its_stderr(tmp_path):
         wf.submit("slurm", mem=10**9)  # a petabyte: beyond any partition's limit
     assert info.value.stderr.strip()
     assert not read_records(wf.workdir.backend_dir("slurm") / "jobs.tsv")
+
+
+@pytest.mark.slow
+def test_time_limit_is_reported_as_timeout_with_its_log(tmp_path):
+    """A real TIMEOUT (not recorded text): SLURM's reason reaches status and the report."""
+    from mempamal.status import status_report
+
+    X, y = iris()
+    # fits that sleep far beyond the 1-minute limit; SLURM checks limits about
+    # every 30 s, so this test costs 1-2 minutes
+    exp = Experiment(SleepyClassifier(delay=900.0), cv=2, inner_cv=None)
+    wf = exp.compile(tmp_path / "w", X, y)
+    with pytest.raises(TaskFailedError) as info:
+        wf.run("slurm", time=1, **FAST)
+    report = info.value.report
+    assert set(report.failures) == {"fit-o0", "fit-o1"}
+    assert all("TIMEOUT" in why for why in report.failures.values()), report.failures
+    assert wf.status("slurm")["aggregate"] in ("cancelled", "pending")
+    triage = status_report(wf.workdir.root, "slurm")
+    assert {f["task"] for f in triage["failures"]} == {"fit-o0", "fit-o1"}
+    assert all(f["scheduler_state"].startswith("TIMEOUT") for f in triage["failures"])
+    (group,) = triage["failure_groups"]
+    assert group["count"] == 2
+    assert all(Path(log).exists() for log in group["logs"])
