@@ -48,8 +48,9 @@ def compile_experiment(exp, workdir, X, y=None, groups=None, *, chunk_size=None,
     meta_data = _write_data(wd, X, y, groups)
     dump_pickle(wd.experiment_file, spec)
     save_npz(wd.splits_file, splits.to_arrays())
+    seconds_per_fit = None
     if chunk_size is None:
-        chunk_size = _auto_chunk_size(spec, X, y, splits)
+        chunk_size, seconds_per_fit = _auto_chunk_size(spec, X, y, splits)
     n_inner = [splits.n_inner(o) for o in range(splits.n_outer)]
     with gc_paused():
         tasks = build_tasks(n_inner, exp.n_candidates, chunk_size, python, resources)
@@ -58,6 +59,9 @@ def compile_experiment(exp, workdir, X, y=None, groups=None, *, chunk_size=None,
         "recipe": "nested_cv",
         "n_outer": splits.n_outer, "n_inner": n_inner,
         "n_candidates": exp.n_candidates, "chunk_size": chunk_size,
+        # measured once at compile (None when chunk_size was given): lets
+        # cluster backends pack tasks per job without timing anything again
+        "seconds_per_fit": seconds_per_fit,
         "scorer_names": spec["scorer_names"], "data": meta_data,
         "digests": {f: sha256_file(wd.path(f)) for f in ("experiment.pkl", "splits.npz")},
         "versions": {"mempamal": __version__, "scikit-learn": sklearn.__version__,
@@ -121,13 +125,16 @@ def _write_data(wd: Workdir, X, y, groups) -> dict:
     return formats
 
 
-def _auto_chunk_size(spec, X, y, splits) -> int:
-    """Candidates per task so that a fit task lasts about TARGET_TASK_SECONDS."""
+def _auto_chunk_size(spec, X, y, splits) -> tuple[int, float | None]:
+    """Candidates per task so that a fit task lasts about TARGET_TASK_SECONDS.
+
+    Returns the size and the measured seconds of one fit (None if not timed).
+    """
     from .tasks import fit_and_score
 
     n = len(spec["candidates"])
     if n == 1 or not spec["nested"]:
-        return 1
+        return 1, None
     outer_train = splits.outer[0][0]
     train, test = (outer_train[idx] for idx in splits.inner[0][0])
     with warnings.catch_warnings():
@@ -135,13 +142,13 @@ def _auto_chunk_size(spec, X, y, splits) -> int:
         try:
             res = fit_and_score(spec, X, y, train, test, spec["candidates"][0], inner=True)
         except Exception:  # noqa: BLE001 - the run will report it with its context
-            return 1
+            return 1, None
     seconds = max(res["fit_time"] + res["score_time"], 1e-3)
     size = max(1, min(n, math.floor(TARGET_TASK_SECONDS / seconds)))
     size = math.ceil(n / math.ceil(n / size))  # equal chunks: 12+12, not 19+5
     print(f"mempamal: one fit took {seconds:.3f}s; {size} candidate(s) per fit task",
           file=sys.stderr)
-    return size
+    return size, seconds
 
 
 def _needed_bytes(exp, spec, X, y, groups, splits) -> int:

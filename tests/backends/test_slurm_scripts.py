@@ -233,3 +233,31 @@ def test_records_ignore_comments(tmp_path):
     f = tmp_path / "jobs.tsv"
     f.write_text("# submitted by submit.sh\n10\tfit-o0\t0-3%2\n11\tselect-o0\t-\n")
     assert read_records(f) == [Record("10", "fit-o0", "0-3%2"), Record("11", "select-o0", "-")]
+
+
+def test_tasks_per_job_auto_packs_about_a_minute_of_work(tmp_path):
+    from mempamal.backends.slurm import AUTO_JOB_SECONDS
+
+    wf = _workflow(tmp_path / "w", [3, 3], 4, 2)  # per outer split: 3 inner x 2 chunks
+    backend = SlurmBackend(max_array_size=1001)  # tasks_per_job="auto" by default
+    wf.meta.update(seconds_per_fit=AUTO_JOB_SECONDS / 8, chunk_size=2)  # a task: 1/4 min
+    assert backend.tasks_per_job(wf) == 4
+    fits = [j for j in backend.plan(wf) if j.stem.startswith("fit-o0")]
+    assert [len(line) for j in fits for line in j.lines] == [4, 2]
+    wf.meta["seconds_per_fit"] = AUTO_JOB_SECONDS * 3  # tasks longer than a minute
+    assert backend.tasks_per_job(wf) == 1
+    wf.meta["seconds_per_fit"] = None  # chunk_size given at compile: nothing timed
+    assert backend.tasks_per_job(wf) == 1
+    assert SlurmBackend(tasks_per_job=3).tasks_per_job(wf) == 3
+    with pytest.raises(ValidationError, match="tasks_per_job"):
+        SlurmBackend(tasks_per_job="autox")
+
+
+def test_compile_records_the_timing_that_auto_packing_uses(tmp_path):
+    from helpers import iris, small_grid_experiment
+
+    X, y = iris()
+    timed = small_grid_experiment().compile(tmp_path / "a", X, y)
+    assert timed.meta["seconds_per_fit"] > 0
+    fixed = small_grid_experiment().compile(tmp_path / "b", X, y, chunk_size=1)
+    assert fixed.meta["seconds_per_fit"] is None

@@ -21,6 +21,9 @@ from .commands import ACTIVE_STATES, Record
 from .plan import Job, plan_jobs
 from .states import assignments, task_states
 
+#: ``tasks_per_job="auto"`` packs about this much work into one array element
+AUTO_JOB_SECONDS = 60.0
+
 __all__ = ["SlurmBackend", "Submission"]
 
 
@@ -43,8 +46,10 @@ class SlurmBackend(Backend):
         Array throttle: at most this many elements of each array run at once.
     max_array_size : int
         Longest array (default: the cluster's MaxArraySize, else 1001).
-    tasks_per_job : int
+    tasks_per_job : int or "auto"
         Task ids run one after the other by one array element (packing).
+        ``"auto"`` (default): about a minute of work per element, from the fit
+        timed at compile time; 1 when there is no timing.
     setup : list of str
         Shell lines run before the task (``module load``, ``source venv/bin/activate``).
     extra_directives : list of str
@@ -71,7 +76,24 @@ class SlurmBackend(Backend):
     def plan(self, workflow) -> list[Job]:
         """The jobs of ``workflow`` under these options."""
         size = self.opts["max_array_size"] or commands.cluster_max_array_size()
-        return plan_jobs(workflow, size, self.opts["tasks_per_job"])
+        return plan_jobs(workflow, size, self.tasks_per_job(workflow))
+
+    def tasks_per_job(self, workflow) -> int:
+        """Tasks per array element: as given, or ``"auto"`` from the compile-time timing.
+
+        Auto packs fit tasks until an element has about AUTO_JOB_SECONDS of
+        work, so that each job's interpreter start-up (~1 s to import
+        scikit-learn) stays a few per cent of it. Without a timing (an explicit
+        ``chunk_size`` at compile), one task per element.
+        """
+        given = self.opts["tasks_per_job"]
+        if given != "auto":
+            return given
+        per_fit = workflow.meta.get("seconds_per_fit")
+        if not per_fit:
+            return 1
+        per_task = per_fit * workflow.meta.get("chunk_size", 1)
+        return max(1, int(AUTO_JOB_SECONDS // per_task))
 
     def write(self, workflow) -> list:
         """Write ``WORKDIR/slurm/`` (scripts, task files, submit.sh); return the paths."""

@@ -10,7 +10,7 @@ from ...errors import ValidationError
 DEFAULTS = {
     "partition": None, "time": None, "mem": None, "cpus_per_task": None, "gres": None,
     "account": None, "qos": None, "max_parallel": None, "max_array_size": None,
-    "tasks_per_job": 1, "setup": [], "extra_directives": [], "python": None,
+    "tasks_per_job": "auto", "setup": [], "extra_directives": [], "python": None,
     "job_name": "mempamal", "template_dir": None, "poll_interval": 5.0, "progress": None,
 }
 
@@ -42,7 +42,9 @@ def validate(opts: dict) -> None:
             f"got {m!r}")
     for key in ("cpus_per_task", "max_parallel", "max_array_size"):
         _check_positive(opts, key, allow_none=True)
-    _check_positive(opts, "tasks_per_job", allow_none=False)
+    tpj = opts["tasks_per_job"]
+    if tpj != "auto" and not (_is_int(tpj) and tpj >= 1):
+        raise ValidationError(f"tasks_per_job must be a positive int or 'auto', got {tpj!r}")
     opts["setup"] = _lines(opts, "setup")
     opts["extra_directives"] = _lines(opts, "extra_directives")
     for d in opts["extra_directives"]:
