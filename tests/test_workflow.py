@@ -1,0 +1,54 @@
+"""The data model: Task and Workflow, independent of any experiment."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mempamal import ValidationError
+from mempamal.workflow import Task, Workflow, command_prefix
+
+
+def _wf(root, deps_of):
+    prefix = command_prefix("python3")
+    tasks = [Task(tid, "fit", [f"out/fit/{tid}.json"], deps, {"cpus": 1}, {}, prefix)
+             for tid, deps in deps_of.items()]
+    return Workflow(root, tasks, {"fingerprint": "f"})
+
+
+def test_ready_is_pending_with_done_dependencies(tmp_path):
+    wf = _wf(tmp_path, {"a": [], "b": ["a"], "c": ["b"], "d": []})
+    assert [t.id for t in wf.ready()] == ["a", "d"]
+    (tmp_path / "out" / "fit").mkdir(parents=True)
+    (tmp_path / "out/fit/a.json").write_text("{}")
+    assert [t.id for t in wf.ready()] == ["b", "d"]
+    assert [t.id for t in wf.pending()] == ["b", "c", "d"]
+    assert wf.downstream(["a"]) == {"a", "b", "c"}
+
+
+def test_check_refuses_unknown_dependencies_and_cycles(tmp_path):
+    with pytest.raises(ValidationError, match="unknown task 'zz'"):
+        _wf(tmp_path, {"a": ["zz"]}).check()
+    with pytest.raises(ValidationError, match="cycle"):
+        _wf(tmp_path, {"a": ["b"], "b": ["a"]}).check()
+    _wf(tmp_path, {"a": [], "b": ["a"]}).check()
+
+
+def test_save_load_round_trip_keeps_every_task_field(tmp_path):
+    wf = _wf(tmp_path, {"a": [], "b": ["a"]})
+    wf.save()
+    doc = json.loads((tmp_path / "workflow.json").read_text())
+    assert doc["tasks"][1]["argv"] == ["python3", "-m", "mempamal", "run-task", ".", "b"]
+    back = Workflow.load(tmp_path)
+    assert [t.to_dict() for t in back.tasks.values()] == [t.to_dict() for t in wf.tasks.values()]
+    assert back.meta == wf.meta
+    # identical prefixes are shared, not copied per task
+    assert back.tasks["a"].prefix is back.tasks["b"].prefix
+
+
+def test_command_names_interpreter_and_workdir(tmp_path):
+    task = _wf(tmp_path, {"a": []}).tasks["a"]
+    assert task.command() == ["python3", "-m", "mempamal", "run-task", ".", "a"]
+    assert task.command(python="/opt/py", workdir="/w d") == [
+        "/opt/py", "-m", "mempamal", "run-task", "/w d", "a"]
