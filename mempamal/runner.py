@@ -69,7 +69,7 @@ def run_task(root, task_id: str, force: bool = False) -> TaskOutcome:
         return TaskOutcome(task_id, False, error=str(exc), error_type=type(exc).__name__)
     except CorruptOutputError as exc:
         outcome = TaskOutcome(task_id, False, error=str(exc), error_type=type(exc).__name__)
-        _finish(wd, meta, outcome, t0)
+        _finish(wd, meta, outcome, t0, task)
         return outcome
     write_json(wd.meta_file(task_id), meta)
     outcome = TaskOutcome(task_id, True)
@@ -93,11 +93,11 @@ def run_task(root, task_id: str, force: bool = False) -> TaskOutcome:
                                   error_type=type(exc).__name__)
             traceback.print_exc(file=log)
             if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit
-                _finish(wd, meta, outcome, t0)
+                _finish(wd, meta, outcome, t0, task)
                 raise
         print(f"=== {'done' if outcome.ok else 'FAILED'} in "
               f"{time.perf_counter() - t0:.3f}s", flush=True)
-    _finish(wd, meta, outcome, t0)
+    _finish(wd, meta, outcome, t0, task)
     return outcome
 
 
@@ -170,12 +170,9 @@ def verify(workflow) -> dict[str, list]:
     return found
 
 
-def _finish(wd, meta: dict, outcome: TaskOutcome, t0: float) -> None:
+def _finish(wd, meta: dict, outcome: TaskOutcome, t0: float, task) -> None:
     outcome.seconds = time.perf_counter() - t0
     if outcome.ok:
-        from .context import load_context
-
-        task = load_context(wd.root).workflow.tasks[outcome.task_id]
         meta["digests"] = {rel: sha256_file(wd.path(rel)) for rel in task.outputs}
     meta.update(state="done" if outcome.ok else "failed", end=time.time(),
                 seconds=outcome.seconds, error=outcome.error,

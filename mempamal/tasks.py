@@ -17,7 +17,6 @@ from sklearn.model_selection._validation import _fit_and_score
 
 from . import scoring as _scoring
 from .context import TaskContext
-from .errors import WorkdirError
 from .workdir import Workdir, dump_pickle, read_json, write_json, write_text
 
 
@@ -68,19 +67,6 @@ def run_fit(ctx: TaskContext, task) -> None:
                {"candidates": task.args["candidates"], "results": rows})
 
 
-def read_output(ctx: TaskContext, relative: str) -> dict:
-    """Read a task's JSON output; a corrupt one is deleted so that it is recomputed."""
-    path = ctx.workdir.path(relative)
-    try:
-        return read_json(path)
-    except (ValueError, UnicodeDecodeError) as exc:
-        path.unlink(missing_ok=True)
-        raise WorkdirError(
-            f"output {relative!r} was corrupt ({exc}); deleted it so that a rerun "
-            "recomputes it"
-        ) from exc
-
-
 # -- select ------------------------------------------------------------------
 def inner_results(ctx: TaskContext, o: int) -> tuple[dict, list[str]]:
     """Inner ``cv_results`` of outer split ``o``, built as ``GridSearchCV`` does.
@@ -97,7 +83,8 @@ def inner_results(ctx: TaskContext, o: int) -> tuple[dict, list[str]]:
 
     for dep in ctx.workflow.tasks[f"select-o{o}"].deps:
         dep_task = ctx.workflow.tasks[dep]
-        doc = read_output(ctx, dep_task.outputs[0])
+        # check_inputs verified it (digest or parse) before this task started
+        doc = read_json(ctx.workdir.path(dep_task.outputs[0]))
         i = dep_task.args["i"]
         for c, row in zip(doc["candidates"], doc["results"]):
             if row["fit_error"]:
