@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from .workdir import read_meta
+from .workdir import read_meta, tail_text
 from .workflow import Workflow
 
 
@@ -42,18 +42,10 @@ def status_report(workdir, backend: str | None = None) -> dict:
         "states": states, "failures": failures,
         "failure_groups": [
             {"error_type": et, "scheduler_state": ss, "count": len(fs),
-             "example": _log_tail(fs[0]["log"]), "logs": [f["log"] for f in fs]}
+             "example": tail_text(fs[0]["log"], 8), "logs": [f["log"] for f in fs]}
             for (et, ss), fs in sorted(groups.items(), key=lambda kv: -len(kv[1]))
         ],
     }
-
-
-def _log_tail(path: str, lines: int = 8) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return "".join(fh.readlines()[-lines:])
-    except OSError:
-        return ""
 
 
 def print_status(report: dict) -> None:

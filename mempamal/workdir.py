@@ -30,6 +30,8 @@ WORKFLOW_FILE = "workflow.json"
 EXPERIMENT_FILE = "experiment.pkl"
 SPLITS_FILE = "splits.npz"
 LOCK_FILE = ".mempamal.lock"
+#: folders of task outputs, by task kind
+OUTPUT_DIRS = ("out/fit", "out/select", "out/final")
 
 
 class Workdir:
@@ -148,8 +150,8 @@ class Workdir:
         try:
             for d in (self.root, self.data_dir, self.logs_dir):
                 d.mkdir(parents=True, exist_ok=True)
-            for sub in ("fit", "select", "final"):
-                (self.root / "out" / sub).mkdir(parents=True, exist_ok=True)
+            for sub in OUTPUT_DIRS:
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise WorkdirError(f"cannot create workdir {str(self.root)!r}: {exc}") from exc
         finally:
@@ -158,8 +160,8 @@ class Workdir:
     def remove_temporaries(self) -> int:
         """Delete temporary files a killed task left; return how many."""
         n = 0
-        for d in (self.root / "out" / "fit", self.root / "out" / "select",
-                  self.root / "out" / "final", self.data_dir, self.logs_dir, self.root):
+        for d in (*(self.root / sub for sub in OUTPUT_DIRS), self.data_dir, self.logs_dir,
+                  self.root):
             if not d.is_dir():
                 continue
             for entry in os.scandir(d):
@@ -257,3 +259,12 @@ def read_meta(wd: Workdir, task_id: str) -> dict | None:
         return read_json(wd.meta_file(task_id))
     except (FileNotFoundError, ValueError):
         return None
+
+
+def tail_text(path, lines: int = 10) -> str:
+    """The last ``lines`` lines of a text file ("" if it cannot be read)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return "".join(fh.readlines()[-lines:])
+    except OSError:
+        return ""

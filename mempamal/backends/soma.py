@@ -31,7 +31,7 @@ from pathlib import Path
 from ..errors import BackendError, ValidationError
 from ..lock import run_lock
 from ..runner import EXIT_NOT_READY
-from ..workdir import read_meta, write_json, write_text
+from ..workdir import read_meta, tail_text, write_json, write_text
 from .base import Backend, RunReport, resume_in_background
 from .progress import RunProgress
 from .soma_jobs import (
@@ -294,7 +294,7 @@ def _drive(spec, run_dir: Path, env: dict):
         raise
     if not ended:
         raise BackendError(f"the soma-workflow driver exited with status {code} before "
-                           f"the end of the workflow: {_tail(run_dir / 'driver.log')}")
+                           f"the end of the workflow: {tail_text(run_dir / 'driver.log').strip()}")
 
 
 def _failure_reason(wd, tid: str, ev: dict, run_dir: Path) -> str:
@@ -305,7 +305,7 @@ def _failure_reason(wd, tid: str, ev: dict, run_dir: Path) -> str:
     else:
         how = f"soma-workflow: {ev['status']} ({ev['exit_status']}" + (
             f", signal {ev['signal']})" if ev.get("signal") else ")")
-    stderr = _tail(run_dir / "jobs" / f"{tid}.err", lines=5)
+    stderr = tail_text(run_dir / "jobs" / f"{tid}.err", lines=5).strip()
     if meta.get("state") == "failed" and meta.get("error"):
         why = f"{how}; stderr: {stderr}" if meta["error"] in stderr else \
             f"{meta['error']} ({how}; stderr: {stderr or '(empty)'})"
@@ -319,11 +319,3 @@ def _failure_reason(wd, tid: str, ev: dict, run_dir: Path) -> str:
                     scheduler_state=f"soma:{ev['exit_status']}")
         write_json(wd.meta_file(tid), meta)
     return why
-
-
-def _tail(path: Path, lines: int = 10) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return "".join(fh.readlines()[-lines:]).strip()
-    except OSError:
-        return ""
