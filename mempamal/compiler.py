@@ -140,7 +140,7 @@ def _auto_chunk_size(spec, X, y, splits) -> tuple[int, float | None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            res = fit_and_score(spec, X, y, train, test, spec["candidates"][0], inner=True)
+            res = fit_and_score(spec, X, y, train, test, spec["candidates"][0])
         except Exception:  # noqa: BLE001 - the run will report it with its context
             return 1, None
     seconds = max(res["fit_time"] + res["score_time"], 1e-3)

@@ -20,9 +20,14 @@ from .context import TaskContext
 from .workdir import Workdir, dump_pickle, read_json, write_json, write_text
 
 
-def fit_and_score(spec, X, y, train, test, params, inner: bool, return_estimator=False):
-    """Fit a clone with ``params`` on ``train``, score on ``test``; a small dict."""
-    scorer = _scoring.resolve(spec["estimator"], spec["scoring"], spec["error_score"])
+def fit_and_score(spec, X, y, train, test, params, return_estimator=False, scorer=None):
+    """Fit a clone with ``params`` on ``train``, score on ``test``; a small dict.
+
+    ``scorer``: the resolved scorer, when the caller scores many candidates
+    (resolving it costs ~50 µs, a few per cent of a millisecond fit).
+    """
+    if scorer is None:
+        scorer = _scoring.resolve(spec["estimator"], spec["scoring"], spec["error_score"])
     res = _fit_and_score(
         clone(spec["estimator"]), X, y, scorer=scorer, train=train, test=test,
         verbose=0, parameters=params, fit_params=None, score_params=None,
@@ -58,8 +63,10 @@ def run_fit(ctx: TaskContext, task) -> None:
         itrain, itest = ctx.splits.inner[o][i]
         train, test = outer_train[itrain], outer_train[itest]
     keep = ctx.spec["return_estimator"] and i is None
+    scorer = _scoring.resolve(ctx.spec["estimator"], ctx.spec["scoring"],
+                              ctx.spec["error_score"])
     rows = [fit_and_score(ctx.spec, ctx.X, ctx.y, train, test, ctx.spec["candidates"][c],
-                          inner=i is not None, return_estimator=keep)
+                          return_estimator=keep, scorer=scorer)
             for c in task.args["candidates"]]
     if keep:
         dump_pickle(ctx.workdir.path(Workdir.estimator_output(o)), rows[0].pop("estimator"))
@@ -146,7 +153,7 @@ def run_select(ctx: TaskContext, task) -> None:
     train, test = ctx.splits.outer[o]
     keep = ctx.spec["return_estimator"]
     outer = fit_and_score(ctx.spec, ctx.X, ctx.y, train, test, ctx.spec["candidates"][best],
-                          inner=False, return_estimator=keep)
+                          return_estimator=keep)
     if keep:
         dump_pickle(ctx.workdir.path(Workdir.estimator_output(o)), outer.pop("estimator"))
     write_json(ctx.workdir.path(task.outputs[0]), {
