@@ -176,11 +176,16 @@ def bench_c100k(reps, root, results):
 
 
 def bench_slurm(reps, n_jobs, root, results):
-    """W1 through the real SLURM backend vs the local executor, same run.
+    """W1 on the real SLURM cluster vs the local executor, same run.
 
-    Twice: with default options (``tasks_per_job="auto"``: W1's fit tasks are
-    packed about a minute of work per array element, here the 5 fit tasks of
-    an outer split), and unpacked (one fresh interpreter per fit task).
+    Three ways onto SLURM, each compiled afresh:
+
+    - the SLURM backend with default options (``tasks_per_job="auto"``: each
+      level's work cut into about one array element per CPU of the partition);
+    - the SLURM backend unpacked (``tasks_per_job=1``: one fresh interpreter
+      per fit task), to show what packing buys;
+    - the Dask backend on dask-jobqueue's SLURMCluster (one worker job per
+      core, started by the run, persistent while it lasts).
     """
     if shutil.which("sbatch") is None:
         print("\nSLURM: sbatch not found, skipped")
@@ -191,17 +196,28 @@ def bench_slurm(reps, n_jobs, root, results):
 
     wl = w1()
     X, y = wl.data
-    variants = {"W1 slurm / local": {}, "W1 slurm unpacked / local": {"tasks_per_job": 1}}
+    cluster_options = {
+        "cores": 1, "processes": 1, "memory": "1GB", "walltime": "00:30:00",
+        "interface": "lo", "python": sys.executable, "job_name": "mempamal-bench-dask",
+        "log_directory": str(root / "dask-logs"), "local_directory": str(root / "dask-tmp"),
+    }
+    variants = {
+        "W1 slurm / local": ("slurm", {}),
+        "W1 slurm unpacked / local": ("slurm", {"tasks_per_job": 1}),
+        "W1 dask on SLURMCluster / local": ("dask", {
+            "cluster": "slurm", "n_jobs": n_jobs, "progress": False,
+            "cluster_options": cluster_options}),
+    }
     print("\nW1 on SLURM vs local", flush=True)
     times = {name: [] for name in variants}
     local = []
     for rep in range(reps):
-        for name, options in variants.items():
+        for k, (name, (backend, options)) in enumerate(variants.items()):
             exp = Experiment(wl.estimator, param_grid=wl.param_grid, cv=wl.cv,
                              inner_cv=wl.inner_cv, scoring=wl.scoring)
             t0 = time.perf_counter()
-            wf = exp.compile(root / f"slurm-{rep}-{len(options)}", X, y)
-            wf.run("slurm", poll_interval=1, **options)
+            wf = exp.compile(root / f"slurm-{rep}-{k}", X, y)
+            wf.run(backend, **options)
             times[name].append(time.perf_counter() - t0)
         local.append(mempamal_local(wl, n_jobs, root)[0])
         print(f"  rep {rep}: " + "  ".join(f"{n.split(' /')[0]} {t[-1]:.2f}s"

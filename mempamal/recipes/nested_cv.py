@@ -68,3 +68,17 @@ def build_tasks(n_inner: list[int], n_candidates: int, chunk_size: int,
     outputs = [Workdir.FINAL_SUMMARY, Workdir.FINAL_CV_RESULTS, Workdir.FINAL_OUTER_SCORES]
     tasks.append(Task("aggregate", "aggregate", outputs, selects, res, {}, prefix))
     return tasks
+
+
+def estimated_seconds(task: Task, seconds_per_fit: float) -> float:
+    """Rough work of one task, from one fit timed at compile time.
+
+    A fit task fits and scores each of its candidates once; a select refits
+    the best candidate on the larger outer-train set and scores it, which
+    counts as two fits; the aggregate only reads small files.
+    """
+    if task.kind == "fit":
+        return seconds_per_fit * len(task.args["candidates"])
+    if task.kind == "select":
+        return 2 * seconds_per_fit
+    return 0.1

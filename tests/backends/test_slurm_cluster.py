@@ -131,6 +131,53 @@ def test_failed_task_cancels_dependents_and_resume_runs_only_what_is_missing(tmp
                                                                chunk_size=1))
 
 
+def test_auto_packing_runs_each_select_after_its_fits_in_one_job(tmp_path, monkeypatch):
+    """tasks_per_job="auto" on the real cluster: packed plain jobs, chains fused.
+
+    With 2 CPUs (sinfo) and ~1 s per fit task, each outer split's fits fill one
+    job and its select runs in the same job, after them. A failing fit stops
+    its split only; resume reruns what is missing, in the same jobs.
+    """
+    import mempamal.backends.slurm as slurm_backend
+
+    monkeypatch.setattr(slurm_backend, "MIN_JOB_SECONDS", 1.0)
+    X, y = iris()
+    fail = tmp_path / "fail-now"
+    fail.touch()
+    exp = Experiment(SleepyClassifier(delay=0.1),
+                     param_grid={"fail_file": [None, str(fail)]}, cv=2, inner_cv=2,
+                     error_score="raise")
+    wf = exp.compile(tmp_path / "w", X, y, chunk_size=1)
+    wf.meta["seconds_per_fit"] = 1.0  # as if timed at compile: 8 s of fits, 4 s of selects
+    jobs = SlurmBackend(**FAST).plan(wf)
+    assert [(j.stem, j.array, j.deps) for j in jobs] == [
+        ("fit-o0", False, []), ("fit-o1", False, []),
+        ("aggregate", False, ["fit-o0", "fit-o1"])]
+    assert jobs[0].lines == [[t for t in wf.tasks if t.startswith("fit-o0-")] + ["select-o0"]]
+    with pytest.raises(TaskFailedError) as info:
+        wf.run("slurm", **FAST)
+    failing = {t for t in wf.tasks if t.startswith("fit-") and t.endswith("-c1")}
+    assert set(info.value.failures) == failing
+    assert sorted(info.value.report.not_run) == ["aggregate", "select-o0", "select-o1"]
+    states = wf.status("slurm")
+    assert {t for t, s in states.items() if s == "failed"} == failing
+    assert {t for t, s in states.items() if s == "done"} == {
+        t for t in wf.tasks if t.startswith("fit-") and t.endswith("-c0")}
+    assert states["aggregate"] == "cancelled"
+    assert {states["select-o0"], states["select-o1"]} == {"pending"}  # never started
+    fail.unlink()
+    before = _metas(wf)
+    wf.run("slurm", **FAST)
+    after = _metas(wf)
+    for tid in wf.tasks:
+        if tid.startswith("fit-") and tid not in failing:
+            assert after[tid] == before[tid], f"{tid} was recomputed"
+    assert [r.stem for r in read_records(wf.workdir.backend_dir("slurm") / "jobs.tsv")] == [
+        "fit-o0", "fit-o1", "aggregate"] * 2
+    assert_same_results(load_results(tmp_path / "w"), _local(exp, tmp_path / "local", X, y,
+                                                               chunk_size=1))
+
+
 def test_scancel_midway_then_resume_recomputes_nothing_done(tmp_path):
     X, y = iris()
     exp = Experiment(SleepyClassifier(delay=0.7), param_grid={"C": [0.1, 10.0]},

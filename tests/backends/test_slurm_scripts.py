@@ -17,14 +17,20 @@ from pathlib import Path
 import pytest
 
 from mempamal.backends import get_backend
-from mempamal.backends.slurm import SlurmBackend
+from mempamal.backends.slurm import SlurmBackend, scripts
 from mempamal.backends.slurm.commands import (
     Record,
+    parse_cluster_cpus,
     parse_max_array_size,
     parse_squeue,
     read_records,
 )
-from mempamal.backends.slurm.plan import array_spec, parse_array_spec, plan_jobs
+from mempamal.backends.slurm.plan import (
+    array_spec,
+    balanced_lines,
+    parse_array_spec,
+    plan_jobs,
+)
 from mempamal.backends.slurm.states import assignments, task_states
 from mempamal.errors import BackendError, ValidationError
 from mempamal.recipes.nested_cv import build_tasks
@@ -104,7 +110,7 @@ def test_user_template_overrides_one_block(tmp_path):
     (tdir / "array.sbatch.j2").write_text(
         '{% extends "builtin/slurm/array.sbatch.j2" %}\n'
         "{% block setup %}\necho custom setup\n{% endblock %}\n")
-    wf = _workflow(tmp_path / "w", [2], 2, 1)
+    wf = _workflow(tmp_path / "w", [2, 2], 2, 1)
     wf.write("slurm", template_dir=str(tmp_path / "templates"), max_array_size=10)
     text = (tmp_path / "w" / "slurm" / "fit-o0.sbatch").read_text()
     assert "echo custom setup" in text and "--task-file slurm/fit-o0.tasks" in text
@@ -235,22 +241,93 @@ def test_records_ignore_comments(tmp_path):
     assert read_records(f) == [Record("10", "fit-o0", "0-3%2"), Record("11", "select-o0", "-")]
 
 
-def test_tasks_per_job_auto_packs_about_a_minute_of_work(tmp_path):
-    from mempamal.backends.slurm import AUTO_JOB_SECONDS
+def _auto_plan(wf, monkeypatch, cpus, **opts):
+    from mempamal.backends.slurm import commands
 
-    wf = _workflow(tmp_path / "w", [3, 3], 4, 2)  # per outer split: 3 inner x 2 chunks
-    backend = SlurmBackend(max_array_size=1001)  # tasks_per_job="auto" by default
-    wf.meta.update(seconds_per_fit=AUTO_JOB_SECONDS / 8, chunk_size=2)  # a task: 1/4 min
-    assert backend.tasks_per_job(wf) == 4
-    fits = [j for j in backend.plan(wf) if j.stem.startswith("fit-o0")]
-    assert [len(line) for j in fits for line in j.lines] == [4, 2]
+    monkeypatch.setattr(commands, "cluster_cpus", lambda partition: cpus)
+    return SlurmBackend(max_array_size=1001, **opts).plan(wf)  # tasks_per_job="auto"
+
+
+def test_auto_packing_cuts_each_level_into_one_element_per_cpu(tmp_path, monkeypatch):
+    # W1's shape: 5 outer x 5 inner splits, one chunk of 24 candidates per fit task
+    wf = _workflow(tmp_path / "w", [5] * 5, 24, 24)
+    wf.meta.update(seconds_per_fit=0.08, chunk_size=24)  # 25 fit tasks of ~2 s: 48 s
+    jobs = _auto_plan(wf, monkeypatch, cpus=2)
+    assert [(j.stem, j.array, [len(line) for line in j.lines], j.deps) for j in jobs] == [
+        ("fit.0", False, [13], []), ("fit.1", False, [12], []),
+        # the five selects (~1 s of work) in one element, the aggregate after them
+        ("select", False, [6], ["fit.0", "fit.1"]),
+    ]
+    assert jobs[2].lines[0] == [f"select-o{o}" for o in range(5)] + ["aggregate"]
+    assert [t for j in jobs[:2] for t in j.task_ids] == [t for t in wf.tasks
+                                                          if t.startswith("fit-")]
+    # a packed plain job runs its line through the task file
+    script = scripts.script_text(jobs[0], wf, SlurmBackend().opts, "rid")
+    assert "--task-file slurm/fit.0.tasks --index 0" in script and "--array" not in script
+
+
+def test_auto_packing_bounds_the_work_of_an_element(tmp_path, monkeypatch):
+    from mempamal.backends.slurm import AUTO_JOB_SECONDS, MIN_JOB_SECONDS
+
+    wf = _workflow(tmp_path / "w", [2] * 2, 10, 1)  # 40 fit tasks of one candidate
+    wf.meta.update(seconds_per_fit=MIN_JOB_SECONDS / 4, chunk_size=1)  # 100 s in all
+
+    def fit_lines(jobs):
+        return [len(line) for j in jobs if j.stem.startswith("fit") for line in j.lines]
+
+    # many CPUs: as many elements as hold MIN_JOB_SECONDS each
+    assert fit_lines(_auto_plan(wf, monkeypatch, cpus=1000)) == [4] * 10
+    # unknown CPUs (no sinfo): the same
+    assert fit_lines(_auto_plan(wf, monkeypatch, cpus=None)) == [4] * 10
+    # few CPUs, or a throttle: one element each, unless that exceeds AUTO_JOB_SECONDS
+    assert fit_lines(_auto_plan(wf, monkeypatch, cpus=4)) == [10] * 4
+    assert fit_lines(_auto_plan(wf, monkeypatch, cpus=1000, max_parallel=3)) == [13, 14, 13]
+    assert fit_lines(_auto_plan(wf, monkeypatch, cpus=1)) == [20, 20]  # 50 s each <= 60 s
+    # elements wanting two CPUs each: half as many slots
+    assert fit_lines(_auto_plan(wf, monkeypatch, cpus=8, cpus_per_task=2)) == [10] * 4
     wf.meta["seconds_per_fit"] = AUTO_JOB_SECONDS * 3  # tasks longer than a minute
-    assert backend.tasks_per_job(wf) == 1
+    assert fit_lines(_auto_plan(wf, monkeypatch, cpus=2)) == [1] * 40
     wf.meta["seconds_per_fit"] = None  # chunk_size given at compile: nothing timed
-    assert backend.tasks_per_job(wf) == 1
-    assert SlurmBackend(tasks_per_job=3).tasks_per_job(wf) == 3
+    jobs = _auto_plan(wf, monkeypatch, cpus=2)
+    assert [j.stem for j in jobs] == ["fit-o0", "select-o0", "fit-o1", "select-o1",
+                                      "aggregate"]
+    assert fit_lines(jobs) == [1] * 40
+    assert [len(line) for j in SlurmBackend(tasks_per_job=3).plan(wf)
+            if j.stem.startswith("fit") for line in j.lines] == ([3] * 6 + [2]) * 2
     with pytest.raises(ValidationError, match="tasks_per_job"):
         SlurmBackend(tasks_per_job="autox")
+
+
+@pytest.mark.parametrize(("seconds", "slots", "want"), [
+    ([1.0] * 10, 2, [5, 5]),
+    ([1.0] * 10, 3, [3, 4, 3]),
+    ([1.0] * 3, 10, [1, 1, 1]),  # never more lines than tasks
+    ([9.0, 1, 1, 1, 1, 1, 1, 1, 1, 1], 2, [1, 9]),  # equal work, not equal counts
+    ([0.1] * 5, 4, [5]),  # less than min_seconds in all: one line
+    ([30.0] * 4, 1, [2, 2]),  # at most max_seconds, even with one slot
+])
+def test_balanced_lines(seconds, slots, want):
+    ids = [f"t{k}" for k in range(len(seconds))]
+    lines = balanced_lines(ids, seconds, slots, min_seconds=1.0, max_seconds=60.0)
+    assert [len(line) for line in lines] == want
+    assert [t for line in lines for t in line] == ids
+
+
+def test_plan_runs_a_chain_in_one_job(tmp_path):
+    wf = _workflow(tmp_path / "w", [2], 2, 1)  # one outer split: select -> aggregate
+    jobs = plan_jobs(wf, max_array_size=10)
+    assert [(j.stem, j.lines, j.deps) for j in jobs] == [
+        ("fit-o0", [[t] for t in wf.tasks if t.startswith("fit-")], []),
+        ("select-o0", [["select-o0", "aggregate"]], ["fit-o0"]),
+    ]
+
+
+def test_parse_cluster_cpus():
+    text = "debug* 3/1/4/8\nbig 10/0/0/10\ndebug* 1/1/0/2\n"
+    assert parse_cluster_cpus(text, None) == 6  # default partition, drained CPUs left out
+    assert parse_cluster_cpus(text, "big") == 10
+    assert parse_cluster_cpus(text, "gpu") is None
+    assert parse_cluster_cpus("garbage", None) is None
 
 
 def test_compile_records_the_timing_that_auto_packing_uses(tmp_path):

@@ -18,11 +18,15 @@ from ..base import Backend, RunReport, file_status
 from ..progress import RunProgress
 from . import commands, options, scripts
 from .commands import ACTIVE_STATES, Record
-from .plan import Job, plan_jobs
+from .plan import Job, balanced_lines, plan_jobs
 from .states import assignments, task_states
 
-#: ``tasks_per_job="auto"`` packs about this much work into one array element
+#: ``tasks_per_job="auto"``: at most this much work in one array element...
 AUTO_JOB_SECONDS = 60.0
+#: ... and at least this much, so that its interpreter start-up stays ~10 %
+MIN_JOB_SECONDS = 10.0
+#: how often ``run`` looks for the last outputs between two squeue calls
+FILE_POLL_SECONDS = 0.25
 
 __all__ = ["SlurmBackend", "Submission"]
 
@@ -48,8 +52,10 @@ class SlurmBackend(Backend):
         Longest array (default: the cluster's MaxArraySize, else 1001).
     tasks_per_job : int or "auto"
         Task ids run one after the other by one array element (packing).
-        ``"auto"`` (default): about a minute of work per element, from the fit
-        timed at compile time; 1 when there is no timing.
+        ``"auto"`` (default): the work of each level (all fits, all selects...)
+        is cut into about one element per CPU of the partition (``sinfo``),
+        each with 10 to 60 s of work estimated from the fit timed at compile
+        time; 1 when there is no timing (an explicit ``chunk_size``).
     setup : list of str
         Shell lines run before the task (``module load``, ``source venv/bin/activate``).
     extra_directives : list of str
@@ -76,24 +82,37 @@ class SlurmBackend(Backend):
     def plan(self, workflow) -> list[Job]:
         """The jobs of ``workflow`` under these options."""
         size = self.opts["max_array_size"] or commands.cluster_max_array_size()
-        return plan_jobs(workflow, size, self.tasks_per_job(workflow))
-
-    def tasks_per_job(self, workflow) -> int:
-        """Tasks per array element: as given, or ``"auto"`` from the compile-time timing.
-
-        Auto packs fit tasks until an element has about AUTO_JOB_SECONDS of
-        work, so that each job's interpreter start-up (~1 s to import
-        scikit-learn) stays a few per cent of it. Without a timing (an explicit
-        ``chunk_size`` at compile), one task per element.
-        """
         given = self.opts["tasks_per_job"]
-        if given != "auto":
-            return given
         per_fit = workflow.meta.get("seconds_per_fit")
-        if not per_fit:
-            return 1
-        per_task = per_fit * workflow.meta.get("chunk_size", 1)
-        return max(1, int(AUTO_JOB_SECONDS // per_task))
+        if given != "auto" or not per_fit:
+            return plan_jobs(workflow, size, 1 if given == "auto" else given)
+        return plan_jobs(workflow, size, pack=self._balanced_packing(workflow, per_fit))
+
+    def _balanced_packing(self, workflow, per_fit):
+        """``tasks_per_job="auto"``: cut each level into about one line per CPU.
+
+        Each array element is a fresh interpreter (~1 s to import
+        scikit-learn), so a level's work is cut into as many lines as the
+        partition has CPUs for its tasks, each holding at least
+        MIN_JOB_SECONDS and at most AUTO_JOB_SECONDS of work, estimated from
+        the fit timed at compile time.
+        """
+        from ...recipes.nested_cv import estimated_seconds
+
+        cpus = commands.cluster_cpus(self.opts["partition"])
+        throttle = self.opts["max_parallel"]
+
+        def pack(level):
+            tasks = [workflow.tasks[t] for t in level]
+            per_task = self.opts["cpus_per_task"] or max(t.resources.get("cpus", 1)
+                                                         for t in tasks)
+            slots = None if cpus is None else max(1, cpus // per_task)
+            if throttle is not None:
+                slots = throttle if slots is None else min(slots, throttle)
+            seconds = [estimated_seconds(t, per_fit) for t in tasks]
+            return balanced_lines(level, seconds, slots, MIN_JOB_SECONDS, AUTO_JOB_SECONDS)
+
+        return pack
 
     def write(self, workflow) -> list:
         """Write ``WORKDIR/slurm/`` (scripts, task files, submit.sh); return the paths."""
@@ -162,24 +181,37 @@ class SlurmBackend(Backend):
 
     # -- waiting ---------------------------------------------------------------
     def run(self, workflow) -> RunReport:
-        """Submit, poll squeue until the submitted jobs ended, report; raise on failures."""
+        """Submit, wait until the submitted jobs ended, report; raise on failures.
+
+        squeue is asked every ``poll_interval`` seconds; in between, the
+        outputs of the last tasks are looked at (a few stat calls), so the run
+        returns as soon as they exist instead of at the next poll.
+        """
         before = workflow.done()
         todo = [t for t in workflow.tasks if t not in before]
         records = self.submit(workflow)
         ids = {r.job for r in records}
+        last = _sinks(workflow, todo)
+        tick = min(FILE_POLL_SECONDS, self.opts["poll_interval"])
         with RunProgress(len(todo), self.opts["progress"], "slurm") as bar:
             seen = 0
-            while True:
-                rows = commands.squeue(ids)
+            while ids:
                 n_done = len(workflow.done() - before)
                 for _ in range(n_done - seen):
                     bar.advance(True)
                 seen = n_done
+                rows = commands.squeue(ids)
                 if not any(r["state"] in ACTIVE_STATES for r in rows):
                     break
                 # one squeue call every few seconds: SLURM asks users not to poll
                 # the controller more often, and cluster tasks last seconds to hours
-                time.sleep(self.opts["poll_interval"])
+                deadline = time.monotonic() + self.opts["poll_interval"]
+                while time.monotonic() < deadline and not _all_exist(workflow, last):
+                    time.sleep(tick)
+                if _all_exist(workflow, last):
+                    for _ in range(len(todo) - seen):
+                        bar.advance(True)
+                    break
         return self._report(workflow, todo).raise_for_failures()
 
     def _report(self, workflow, todo) -> RunReport:
@@ -223,6 +255,18 @@ class SlurmBackend(Backend):
             if meta != metas.get(tid):
                 write_json(wd.meta_file(tid), meta)
         return states
+
+
+def _sinks(workflow, todo) -> list:
+    """The tasks of ``todo`` no other task of ``todo`` reads: done last."""
+    read = {d for tid in todo for d in workflow.tasks[tid].deps}
+    return [workflow.tasks[tid] for tid in todo if tid not in read]
+
+
+def _all_exist(workflow, tasks) -> bool:
+    """Whether every output of ``tasks`` exists (one stat call each)."""
+    wd = workflow.workdir
+    return all(wd.path(o).exists() for t in tasks for o in t.outputs)
 
 
 class Submission(list):

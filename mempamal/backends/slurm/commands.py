@@ -109,6 +109,46 @@ def parse_max_array_size(text: str) -> int:
     return DEFAULT_MAX_ARRAY_SIZE
 
 
+def cluster_cpus(partition: str | None) -> int | None:
+    """CPUs of ``partition`` (default: the default partition) that can run jobs.
+
+    Allocated plus idle CPUs from ``sinfo``, so drained and down nodes do not
+    count; None when sinfo is missing or does not say.
+    """
+    if shutil.which("sinfo") is None:
+        return None
+    argv = ["sinfo", "--noheader", "--format=%P %C"]
+    if partition:
+        argv.append(f"--partition={partition}")
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                              timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return parse_cluster_cpus(proc.stdout, partition) if proc.returncode == 0 else None
+
+
+def parse_cluster_cpus(text: str, partition: str | None) -> int | None:
+    """Allocated + idle CPUs of ``sinfo --format="%P %C"`` lines of ``partition``.
+
+    Without a partition, the default one (its name ends with ``*``).
+    """
+    total, seen = 0, False
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) != 2 or parts[1].count("/") != 3:
+            continue
+        name, counts = parts
+        if (partition and name.rstrip("*") != partition) or \
+                (not partition and not name.endswith("*")):
+            continue
+        allocated, idle = counts.split("/")[:2]
+        if allocated.isdigit() and idle.isdigit():
+            total += int(allocated) + int(idle)
+            seen = True
+    return total if seen and total > 0 else None
+
+
 # -- the record of submitted jobs ----------------------------------------------
 @dataclass
 class Record:

@@ -74,21 +74,22 @@ def task_file_text(job: Job) -> str:
 def script_text(job: Job, workflow, opts: dict, run_id: str) -> str:
     """The sbatch script of one job."""
     python = opts["python"]
-    if job.array:
-        task_file = f"slurm/{job.stem}.tasks"
-        first = workflow.tasks[job.lines[0][0]].command(python, ".")
-        argv = [*first[:-1], "--task-file", task_file]
-        what = (f"Array {job.stem}: {len(job.task_ids)} task(s) "
-                f"({job.task_ids[0]} ... {job.task_ids[-1]}), {len(job.lines)} element(s).")
-        return render("slurm/array.sbatch.j2", opts["template_dir"], description=what,
-                      run_id=run_id, array=True, directives=directives(job, workflow, opts,
-                                                                          run_id),
-                      setup=opts["setup"], task_file=task_file, command=shlex.join(argv))
-    task = workflow.tasks[job.lines[0][0]]
-    return render("slurm/job.sbatch.j2", opts["template_dir"], description=f"Task {task.id}.",
-                  run_id=run_id, array=False,
-                  directives=directives(job, workflow, opts, run_id), setup=opts["setup"],
-                  command=shlex.join(task.command(python, ".")))
+    common = dict(run_id=run_id, array=job.array, setup=opts["setup"],
+                  directives=directives(job, workflow, opts, run_id))
+    first = workflow.tasks[job.lines[0][0]].command(python, ".")
+    if not job.array and len(job.task_ids) == 1:
+        return render("slurm/job.sbatch.j2", opts["template_dir"],
+                      description=f"Task {first[-1]}.", command=shlex.join(first), **common)
+    task_file = f"slurm/{job.stem}.tasks"
+    argv = [*first[:-1], "--task-file", task_file]
+    what = f"{len(job.task_ids)} task(s) ({job.task_ids[0]} ... {job.task_ids[-1]})"
+    if not job.array:  # a packed plain job: its one line, task after task
+        return render("slurm/job.sbatch.j2", opts["template_dir"],
+                      description=f"Job {job.stem}: {what}, one after the other.",
+                      command=shlex.join([*argv, "--index", "0"]), **common)
+    return render("slurm/array.sbatch.j2", opts["template_dir"],
+                  description=f"Array {job.stem}: {what}, {len(job.lines)} element(s).",
+                  task_file=task_file, command=shlex.join(argv), **common)
 
 
 def submission_args(job: Job, indices=None, throttle=None) -> tuple[str, list[str]]:
