@@ -212,20 +212,34 @@ def bench_slurm(reps, n_jobs, root, results):
     times = {name: [] for name in variants}
     local = []
     for rep in range(reps):
+        _wait_for_idle_cluster()
+        local.append(mempamal_local(wl, n_jobs, root)[0])
         for k, (name, (backend, options)) in enumerate(variants.items()):
             exp = Experiment(wl.estimator, param_grid=wl.param_grid, cv=wl.cv,
                              inner_cv=wl.inner_cv, scoring=wl.scoring)
+            # a job still ending (a Dask worker closing) would slow the next measure
+            _wait_for_idle_cluster()
             t0 = time.perf_counter()
             wf = exp.compile(root / f"slurm-{rep}-{k}", X, y)
             wf.run(backend, **options)
             times[name].append(time.perf_counter() - t0)
-        local.append(mempamal_local(wl, n_jobs, root)[0])
         print(f"  rep {rep}: " + "  ".join(f"{n.split(' /')[0]} {t[-1]:.2f}s"
                                           for n, t in times.items())
               + f"  local {local[-1]:.2f}s", flush=True)
     results["workloads"]["W1-slurm"] = {"local_s": local, **times}
     for name, t in times.items():
         results["ratios"][name] = statistics.median(t) / statistics.median(local)
+
+
+def _wait_for_idle_cluster(timeout: float = 120.0) -> None:
+    """Wait until squeue lists no pending, running or completing job."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(["squeue", "--noheader", "--states=PD,R,CG,CF"],
+                             capture_output=True, text=True, check=False).stdout
+        if not out.strip():
+            return
+        time.sleep(0.5)
 
 
 def environment() -> dict:

@@ -83,6 +83,19 @@ def test_readme_example_equals_local_backend(tmp_path):
     assert all(m["slurm_job"] for m in _metas(wf).values())
 
 
+def _run_failing_candidate_1(wf):
+    """Run a 2x2 workflow whose candidate 1 fails: check the report, return the
+    failed fits and the states SLURM gives."""
+    with pytest.raises(TaskFailedError) as info:
+        wf.run("slurm", **FAST)
+    failing = {t for t in wf.tasks if t.startswith("fit-") and t.endswith("-c1")}
+    assert set(info.value.failures) == failing
+    assert sorted(info.value.report.not_run) == ["aggregate", "select-o0", "select-o1"]
+    states = wf.status("slurm")
+    assert {t for t, s in states.items() if s == "failed"} == failing
+    return failing, states
+
+
 def test_failed_task_cancels_dependents_and_resume_runs_only_what_is_missing(tmp_path):
     X, y = iris()
     fail = tmp_path / "fail-now"
@@ -91,13 +104,7 @@ def test_failed_task_cancels_dependents_and_resume_runs_only_what_is_missing(tmp
     exp = Experiment(FailingClassifier(), param_grid={"fail_file": [None, str(fail)]},
                      cv=2, inner_cv=2, error_score="raise")
     wf = exp.compile(tmp_path / "w", X, y, chunk_size=1)
-    with pytest.raises(TaskFailedError) as info:
-        wf.run("slurm", **FAST)
-    failing = {t for t in wf.tasks if t.startswith("fit-") and t.endswith("-c1")}
-    assert set(info.value.failures) == failing
-    assert sorted(info.value.report.not_run) == ["aggregate", "select-o0", "select-o1"]
-    states = wf.status("slurm")
-    assert {t for t, s in states.items() if s == "failed"} == failing
+    failing, states = _run_failing_candidate_1(wf)
     assert {t for t, s in states.items() if s == "cancelled"} == {
         "aggregate", "select-o0", "select-o1"}
     from mempamal.status import status_report
@@ -154,13 +161,7 @@ def test_auto_packing_runs_each_select_after_its_fits_in_one_job(tmp_path, monke
         ("fit-o0", False, []), ("fit-o1", False, []),
         ("aggregate", False, ["fit-o0", "fit-o1"])]
     assert jobs[0].lines == [[t for t in wf.tasks if t.startswith("fit-o0-")] + ["select-o0"]]
-    with pytest.raises(TaskFailedError) as info:
-        wf.run("slurm", **FAST)
-    failing = {t for t in wf.tasks if t.startswith("fit-") and t.endswith("-c1")}
-    assert set(info.value.failures) == failing
-    assert sorted(info.value.report.not_run) == ["aggregate", "select-o0", "select-o1"]
-    states = wf.status("slurm")
-    assert {t for t, s in states.items() if s == "failed"} == failing
+    failing, states = _run_failing_candidate_1(wf)
     assert {t for t, s in states.items() if s == "done"} == {
         t for t in wf.tasks if t.startswith("fit-") and t.endswith("-c0")}
     assert states["aggregate"] == "cancelled"
