@@ -29,20 +29,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
-import threading
-import uuid
 import warnings
 
 import distributed
 from distributed.deploy import Cluster
 
-from ..errors import BackendError, ValidationError
-from ..lock import run_lock
-from ..runner import run_task
-from ..workdir import Workdir
-from .base import Backend, RunReport, resume_in_background
-from .progress import RunProgress
+from ...errors import BackendError, ValidationError
+from ...lock import run_lock
+from ..base import Backend, RunReport, resume_in_background
+from .execution import announce, run_rounds, task_resources
+from .worker import TaskFailed, run_on_worker
+
+__all__ = ["DaskBackend", "TaskFailed", "run_on_worker"]
 
 #: ``cluster=NAME`` -> dask_jobqueue class
 JOBQUEUE_CLUSTERS = {
@@ -52,91 +50,6 @@ JOBQUEUE_CLUSTERS = {
 }
 #: ``resources=True``: task hint -> Dask worker resource
 DEFAULT_RESOURCES = {"cpus": "CPU", "mem_mb": "MEMORY_MB", "gpus": "GPU"}
-#: at most this many characters of a failed task's traceback go in the report
-MAX_TRACEBACK = 4000
-#: rounds of a run: the first, then reruns of what a corrupt input invalidated
-MAX_ROUNDS = 3
-
-
-class TaskFailed(Exception):
-    """Raised in the worker when a task fails; Dask hands it to every dependent.
-
-    Parameters
-    ----------
-    task_id : str
-        The task that failed.
-    error : str
-        ``"ExceptionType: message"``.
-    error_type : str
-        The exception's type name.
-    traceback : str
-        The traceback the task printed in its log ("" when there is none).
-    """
-
-    def __init__(self, task_id: str, error: str, error_type: str, traceback: str) -> None:
-        # the arguments go to Exception so that the exception pickles back as is
-        super().__init__(task_id, error, error_type, traceback)
-        self.task_id, self.error, self.error_type, self.traceback = (
-            task_id, error, error_type, traceback)
-
-    def __str__(self) -> str:
-        return f"task {self.task_id} failed: {self.error}"
-
-    def reason(self) -> str:
-        """The error, then the traceback, for :class:`RunReport`."""
-        if not self.traceback:
-            return self.error
-        return f"{self.error}\n" + _indent(self.traceback)
-
-
-# run_task redirects sys.stdout/err and limits BLAS threads for the whole
-# process: two tasks in two threads of one worker would mix their logs, so a
-# worker process runs one mempamal task at a time whatever its thread count
-_ONE_TASK_AT_A_TIME = threading.Lock()
-
-
-def run_on_worker(root: str, task_id: str, *upstream):
-    """Run one task in a Dask worker; raise :class:`TaskFailed` if it fails.
-
-    Parameters
-    ----------
-    root : str
-        The workdir.
-    task_id : str
-        The task to run.
-    *upstream : TaskOutcome
-        Outcomes of the dependencies run in this same run. They are not used:
-        passing their futures is what makes Dask wait for them.
-
-    Returns
-    -------
-    TaskOutcome
-    """
-    with _ONE_TASK_AT_A_TIME:
-        outcome = run_task(root, task_id)
-    if not outcome.ok:
-        raise TaskFailed(task_id, outcome.error or "failed", outcome.error_type or "",
-                         _log_traceback(Workdir(root), task_id))
-    return outcome
-
-
-def _log_traceback(wd: Workdir, task_id: str) -> str:
-    """The traceback of the task's last attempt, from its log."""
-    try:
-        with open(wd.log_file(task_id), encoding="utf-8", errors="replace") as fh:
-            text = fh.read()
-    except OSError:
-        return ""
-    last = text.rpartition("=== mempamal task ")[2]
-    start = last.find("Traceback (most recent call last)")
-    if start < 0:
-        return ""
-    tb = last[start:].split("\n=== FAILED", 1)[0].rstrip()
-    return tb if len(tb) <= MAX_TRACEBACK else "...\n" + tb[-MAX_TRACEBACK:]
-
-
-def _indent(text: str) -> str:
-    return "\n".join("    " + line for line in text.splitlines())
 
 
 class DaskBackend(Backend):
@@ -260,12 +173,12 @@ class DaskBackend(Backend):
             todo = workflow.pending()
             if not todo:
                 return RunReport()
-            needs = {t.id: _task_resources(t, self.resource_map)
+            needs = {t.id: task_resources(t, self.resource_map)
                      for t in workflow.tasks.values()}
             with self._client() as client:
-                _announce(client)
+                announce(client)
                 self._check_workers(client, {t.id: needs[t.id] for t in todo})
-                report = _run_rounds(client, workflow, todo, needs, self.opts["progress"])
+                report = run_rounds(client, workflow, todo, needs, self.opts["progress"])
         return report.raise_for_failures()
 
     def submit(self, workflow):
@@ -374,162 +287,3 @@ def _resource_map(value) -> dict:
         return dict(value)
     raise ValidationError("resources must be true, false, None or a dict {task hint: Dask "
                           f"resource name}} such as {DEFAULT_RESOURCES}, got {value!r}")
-
-
-def _task_resources(task, mapping: dict) -> dict:
-    """The Dask resources a task requires under ``mapping``."""
-    need = {}
-    for hint, name in mapping.items():
-        value = task.resources.get(hint)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValidationError(f"task {task.id}: resource hint {hint}={value!r} cannot be "
-                                  f"a Dask resource {name!r} (expected a number)")
-        if value > 0:
-            need[name] = value
-    return need
-
-
-def _announce(client) -> None:
-    """Tell where to watch the run."""
-    services = client.scheduler_info(n_workers=0).get("services", {})
-    if "dashboard" in services:
-        print(f"mempamal: Dask dashboard at {client.dashboard_link}", file=sys.stderr)
-
-
-def _run_rounds(client, workflow, todo, needs: dict, progress) -> RunReport:
-    """Run ``todo``; then rerun what corrupt inputs invalidated, a few times at most.
-
-    A task that finds a dependency's output corrupt deletes it and fails
-    (``CorruptOutputError``): the next round recomputes that dependency, the
-    task and its dependents, as the local executor does.
-    """
-    report = RunReport()
-    with RunProgress(len(todo), progress) as bar:
-        for n in range(MAX_ROUNDS):
-            one = _DaskRun(client, workflow, todo, needs, bar)
-            one.execute()
-            report.executed += one.report.executed
-            report.failures.update(one.report.failures)
-            report.not_run += one.report.not_run
-            if not one.corrupt or n == MAX_ROUNDS - 1:
-                break
-            todo = _recompute_plan(workflow, one.corrupt)
-            redo = {t.id for t in todo}
-            report.failures = {k: v for k, v in report.failures.items() if k not in redo}
-            report.not_run = [t for t in report.not_run if t not in redo]
-            bar.add_total(len(todo))
-    return report
-
-
-def _recompute_plan(workflow, corrupt) -> list:
-    """Pending tasks to rerun after ``corrupt`` tasks deleted some inputs, in order.
-
-    The deleted outputs' tasks, then everything downstream that is pending,
-    except what also waits on a task that is not rerun (a real failure).
-    """
-    pending = {t.id for t in workflow.pending()}
-    seeds = set(corrupt) | {d for c in corrupt for d in workflow.tasks[c].deps if d in pending}
-    wanted = workflow.downstream(seeds) & pending
-    plan, chosen = [], set()
-    for task in workflow.tasks.values():  # topological order
-        if task.id in wanted and all(d in chosen or d not in pending for d in task.deps):
-            plan.append(task)
-            chosen.add(task.id)
-    return plan
-
-
-class _DaskRun:
-    """Submit all pending tasks as futures at once; collect them as they finish."""
-
-    def __init__(self, client, workflow, todo, needs: dict, bar) -> None:
-        self.client = client
-        self.wf = workflow
-        self.todo = todo
-        self.needs = needs
-        self.bar = bar
-        self.report = RunReport()
-        self.unexplained: dict[str, BaseException] = {}
-        self.corrupt: list[str] = []  # tasks that found (and deleted) a corrupt input
-
-    def execute(self) -> RunReport:
-        futures = self._submit()
-        tids = {f.key: tid for tid, f in futures.items()}
-        try:
-            for fut in distributed.as_completed(list(futures.values()), loop=self.client.loop):
-                ok = self._record(tids[fut.key], fut)
-                if ok is not None:
-                    self.bar.advance(ok)
-        except BaseException:
-            # Ctrl-C: drop what has not started; a cluster mempamal
-            # started is closed next, which stops the rest
-            self.client.cancel(list(futures.values()))
-            raise
-        self._explain(futures)
-        return self.report
-
-    def _submit(self) -> dict:
-        """One future per pending task (topological order), keyed by task id + run nonce.
-
-        The nonce and ``pure=False`` make every run compute afresh, never
-        reusing a result Dask remembers from an earlier run.
-        """
-        nonce = uuid.uuid4().hex[:8]
-        root = str(self.wf.workdir.root)
-        futures = {}
-        for task in self.todo:
-            deps = [futures[d] for d in task.deps if d in futures]  # done deps: no future
-            futures[task.id] = self.client.submit(
-                run_on_worker, root, task.id, *deps, key=f"{task.id}-{nonce}", pure=False,
-                resources=self.needs.get(task.id) or None)
-        return futures
-
-    def _record(self, tid: str, fut) -> bool | None:
-        """Record a finished future; return ok/failed, or None if it did not run."""
-        if fut.status == "finished":  # the outcome stays on the worker: no round trip
-            self.report.executed.append(tid)
-            return True
-        exc = fut.exception() if fut.status == "error" else None
-        if isinstance(exc, TaskFailed):
-            if exc.task_id != tid:
-                self.report.not_run.append(tid)
-                return None
-            reason = exc.reason()
-            if exc.error_type == "CorruptOutputError":
-                self.corrupt.append(tid)
-        elif isinstance(exc, distributed.KilledWorker):
-            if exc.task != fut.key:
-                self.report.not_run.append(tid)
-                return None
-            reason = ("the worker process running it died (killed, out of memory or "
-                      f"crashed) {exc.allowed_failures + 1} time(s); Dask gave up on it")
-        else:
-            # cancelled, or an error outside the task (e.g. unpicklable
-            # arguments): whether it is this task's fault is decided at the end
-            self.unexplained[tid] = exc
-            return None
-        self.report.executed.append(tid)
-        self.report.failures[tid] = reason
-        return False
-
-    def _explain(self, futures: dict) -> None:
-        """Blame the first task of each failed chain; the rest did not run."""
-        bad = set(self.report.failures) | set(self.report.not_run)
-        for task in self.todo:  # topological: a dep is decided before its dependents
-            if task.id not in self.unexplained:
-                continue
-            exc = self.unexplained[task.id]
-            if any(d in bad for d in task.deps):
-                self.report.not_run.append(task.id)
-            else:
-                fut = futures[task.id]
-                tb = fut.traceback() if exc is not None else None
-                why = ("cancelled (the Dask scheduler or client went away?)" if exc is None
-                       else f"{type(exc).__name__}: {exc}")
-                if tb is not None:
-                    import traceback
-
-                    why += "\n" + _indent("".join(traceback.format_tb(tb)))
-                self.report.failures[task.id] = why
-            bad.add(task.id)

@@ -1,0 +1,175 @@
+"""One run of the Dask backend: every pending task as a future, collected as it ends."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+
+import distributed
+
+from ...errors import ValidationError
+from ..base import RunReport
+from ..progress import RunProgress
+from .worker import TaskFailed, indent, run_on_worker
+
+#: rounds of a run: the first, then reruns of what a corrupt input invalidated
+MAX_ROUNDS = 3
+
+
+def task_resources(task, mapping: dict) -> dict:
+    """The Dask resources a task requires under ``mapping``."""
+    need = {}
+    for hint, name in mapping.items():
+        value = task.resources.get(hint)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValidationError(f"task {task.id}: resource hint {hint}={value!r} cannot be "
+                                  f"a Dask resource {name!r} (expected a number)")
+        if value > 0:
+            need[name] = value
+    return need
+
+
+def announce(client) -> None:
+    """Tell where to watch the run."""
+    services = client.scheduler_info(n_workers=0).get("services", {})
+    if "dashboard" in services:
+        print(f"mempamal: Dask dashboard at {client.dashboard_link}", file=sys.stderr)
+
+
+def run_rounds(client, workflow, todo, needs: dict, progress) -> RunReport:
+    """Run ``todo``; then rerun what corrupt inputs invalidated, a few times at most.
+
+    A task that finds a dependency's output corrupt deletes it and fails
+    (``CorruptOutputError``): the next round recomputes that dependency, the
+    task and its dependents, as the local executor does.
+    """
+    report = RunReport()
+    with RunProgress(len(todo), progress) as bar:
+        for n in range(MAX_ROUNDS):
+            one = _DaskRun(client, workflow, todo, needs, bar)
+            one.execute()
+            report.executed += one.report.executed
+            report.failures.update(one.report.failures)
+            report.not_run += one.report.not_run
+            if not one.corrupt or n == MAX_ROUNDS - 1:
+                break
+            todo = _recompute_plan(workflow, one.corrupt)
+            redo = {t.id for t in todo}
+            report.failures = {k: v for k, v in report.failures.items() if k not in redo}
+            report.not_run = [t for t in report.not_run if t not in redo]
+            bar.add_total(len(todo))
+    return report
+
+
+def _recompute_plan(workflow, corrupt) -> list:
+    """Pending tasks to rerun after ``corrupt`` tasks deleted some inputs, in order.
+
+    The deleted outputs' tasks, then everything downstream that is pending,
+    except what also waits on a task that is not rerun (a real failure).
+    """
+    pending = {t.id for t in workflow.pending()}
+    seeds = set(corrupt) | {d for c in corrupt for d in workflow.tasks[c].deps if d in pending}
+    wanted = workflow.downstream(seeds) & pending
+    plan, chosen = [], set()
+    for task in workflow.tasks.values():  # topological order
+        if task.id in wanted and all(d in chosen or d not in pending for d in task.deps):
+            plan.append(task)
+            chosen.add(task.id)
+    return plan
+
+
+class _DaskRun:
+    """Submit all pending tasks as futures at once; collect them as they finish."""
+
+    def __init__(self, client, workflow, todo, needs: dict, bar) -> None:
+        self.client = client
+        self.wf = workflow
+        self.todo = todo
+        self.needs = needs
+        self.bar = bar
+        self.report = RunReport()
+        self.unexplained: dict[str, BaseException] = {}
+        self.corrupt: list[str] = []  # tasks that found (and deleted) a corrupt input
+
+    def execute(self) -> RunReport:
+        futures = self._submit()
+        tids = {f.key: tid for tid, f in futures.items()}
+        try:
+            for fut in distributed.as_completed(list(futures.values()), loop=self.client.loop):
+                ok = self._record(tids[fut.key], fut)
+                if ok is not None:
+                    self.bar.advance(ok)
+        except BaseException:
+            # Ctrl-C: drop what has not started; a cluster mempamal
+            # started is closed next, which stops the rest
+            self.client.cancel(list(futures.values()))
+            raise
+        self._explain(futures)
+        return self.report
+
+    def _submit(self) -> dict:
+        """One future per pending task (topological order), keyed by task id + run nonce.
+
+        The nonce and ``pure=False`` make every run compute afresh, never
+        reusing a result Dask remembers from an earlier run.
+        """
+        nonce = uuid.uuid4().hex[:8]
+        root = str(self.wf.workdir.root)
+        futures = {}
+        for task in self.todo:
+            deps = [futures[d] for d in task.deps if d in futures]  # done deps: no future
+            futures[task.id] = self.client.submit(
+                run_on_worker, root, task.id, *deps, key=f"{task.id}-{nonce}", pure=False,
+                resources=self.needs.get(task.id) or None)
+        return futures
+
+    def _record(self, tid: str, fut) -> bool | None:
+        """Record a finished future; return ok/failed, or None if it did not run."""
+        if fut.status == "finished":  # the outcome stays on the worker: no round trip
+            self.report.executed.append(tid)
+            return True
+        exc = fut.exception() if fut.status == "error" else None
+        if isinstance(exc, TaskFailed):
+            if exc.task_id != tid:
+                self.report.not_run.append(tid)
+                return None
+            reason = exc.reason()
+            if exc.error_type == "CorruptOutputError":
+                self.corrupt.append(tid)
+        elif isinstance(exc, distributed.KilledWorker):
+            if exc.task != fut.key:
+                self.report.not_run.append(tid)
+                return None
+            reason = ("the worker process running it died (killed, out of memory or "
+                      f"crashed) {exc.allowed_failures + 1} time(s); Dask gave up on it")
+        else:
+            # cancelled, or an error outside the task (e.g. unpicklable
+            # arguments): whether it is this task's fault is decided at the end
+            self.unexplained[tid] = exc
+            return None
+        self.report.executed.append(tid)
+        self.report.failures[tid] = reason
+        return False
+
+    def _explain(self, futures: dict) -> None:
+        """Blame the first task of each failed chain; the rest did not run."""
+        bad = set(self.report.failures) | set(self.report.not_run)
+        for task in self.todo:  # topological: a dep is decided before its dependents
+            if task.id not in self.unexplained:
+                continue
+            exc = self.unexplained[task.id]
+            if any(d in bad for d in task.deps):
+                self.report.not_run.append(task.id)
+            else:
+                fut = futures[task.id]
+                tb = fut.traceback() if exc is not None else None
+                why = ("cancelled (the Dask scheduler or client went away?)" if exc is None
+                       else f"{type(exc).__name__}: {exc}")
+                if tb is not None:
+                    import traceback
+
+                    why += "\n" + indent("".join(traceback.format_tb(tb)))
+                self.report.failures[task.id] = why
+            bad.add(task.id)
