@@ -83,11 +83,11 @@ def test_readme_example_equals_local_backend(tmp_path):
     assert all(m["slurm_job"] for m in _metas(wf).values())
 
 
-def _run_failing_candidate_1(wf):
+def _run_failing_candidate_1(wf, **opts):
     """Run a 2x2 workflow whose candidate 1 fails: check the report, return the
     failed fits and the states SLURM gives."""
     with pytest.raises(TaskFailedError) as info:
-        wf.run("slurm", **FAST)
+        wf.run("slurm", **(opts or FAST))
     failing = {t for t in wf.tasks if t.startswith("fit-") and t.endswith("-c1")}
     assert set(info.value.failures) == failing
     assert sorted(info.value.report.not_run) == ["aggregate", "select-o0", "select-o1"]
@@ -141,7 +141,8 @@ def test_failed_task_cancels_dependents_and_resume_runs_only_what_is_missing(tmp
 def test_auto_packing_runs_each_select_after_its_fits_in_one_job(tmp_path, monkeypatch):
     """tasks_per_job="auto" on the real cluster: packed plain jobs, chains fused.
 
-    With 2 CPUs (sinfo) and ~1 s per fit task, each outer split's fits fill one
+    With 2 CPUs (sinfo; max_parallel=2 holds it there on a bigger node) and ~1 s
+    per fit task, each outer split's fits fill one
     job and its select runs in the same job, after them. A failing fit stops
     its split only; resume reruns what is missing, in the same jobs.
     """
@@ -156,21 +157,22 @@ def test_auto_packing_runs_each_select_after_its_fits_in_one_job(tmp_path, monke
                      error_score="raise")
     wf = exp.compile(tmp_path / "w", X, y, chunk_size=1)
     wf.meta["seconds_per_fit"] = 1.0  # as if timed at compile: 8 s of fits, 4 s of selects
-    jobs = SlurmBackend(**FAST).plan(wf)
+    opts = {**FAST, "max_parallel": 2}
+    jobs = SlurmBackend(**opts).plan(wf)
     assert [(j.stem, j.array, j.deps) for j in jobs] == [
         ("fit-o0", False, []), ("fit-o1", False, []),
         ("aggregate", False, ["fit-o0", "fit-o1"])]
     assert jobs[0].lines == [[t for t in wf.tasks if t.startswith("fit-o0-")] + ["select-o0"]]
-    failing, states = _run_failing_candidate_1(wf)
+    failing, states = _run_failing_candidate_1(wf, **opts)
     assert {t for t, s in states.items() if s == "done"} == {
         t for t in wf.tasks if t.startswith("fit-") and t.endswith("-c0")}
     assert states["aggregate"] == "cancelled"
     assert {states["select-o0"], states["select-o1"]} == {"pending"}  # never started
     fail.unlink()
     before = _metas(wf)
-    wf.run("slurm", **FAST)  # returns once the aggregate's outputs exist
+    wf.run("slurm", **opts)  # returns once the aggregate's outputs exist
     # at once again: nothing to do, even if SLURM still shows the last job completing
-    again = wf.run("slurm", **FAST)
+    again = wf.run("slurm", **opts)
     assert (again.executed, again.failures, again.not_run) == ([], {}, [])
     after = _metas(wf)
     for tid in wf.tasks:
