@@ -136,11 +136,15 @@ class SlurmBackend(Backend):
 
     def _submit(self, workflow) -> list[Record]:
         wd = workflow.workdir
+        done = workflow.done()
+        if len(done) == len(workflow.tasks):
+            # nothing to submit: even while the last job of a run that just
+            # returned is still completing in SLURM
+            return []
         self._refuse_if_active(workflow)
         wd.remove_temporaries()
         jobs = self.plan(workflow)
         scripts.write_scripts(workflow, jobs, self.opts, run_id(workflow))
-        done = workflow.done()
         submitted: dict[str, str] = {}
         records: list[Record] = []
         try:
