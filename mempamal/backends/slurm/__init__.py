@@ -195,7 +195,7 @@ class SlurmBackend(Backend):
         todo = [t for t in workflow.tasks if t not in before]
         records = self.submit(workflow)
         ids = {r.job for r in records}
-        last = _sinks(workflow, todo)
+        last = _last_outputs(workflow, todo)
         tick = min(FILE_POLL_SECONDS, self.opts["poll_interval"])
         with RunProgress(len(todo), self.opts["progress"], "slurm") as bar:
             seen = 0
@@ -210,9 +210,11 @@ class SlurmBackend(Backend):
                 # one squeue call every few seconds: SLURM asks users not to poll
                 # the controller more often, and cluster tasks last seconds to hours
                 deadline = time.monotonic() + self.opts["poll_interval"]
-                while time.monotonic() < deadline and not _all_exist(workflow, last):
+                finished = len(workflow.workdir.existing(last)) == len(last)
+                while not finished and time.monotonic() < deadline:
                     time.sleep(tick)
-                if _all_exist(workflow, last):
+                    finished = len(workflow.workdir.existing(last)) == len(last)
+                if finished:
                     for _ in range(len(todo) - seen):
                         bar.advance(True)
                     break
@@ -261,16 +263,10 @@ class SlurmBackend(Backend):
         return states
 
 
-def _sinks(workflow, todo) -> list:
-    """The tasks of ``todo`` no other task of ``todo`` reads: done last."""
+def _last_outputs(workflow, todo) -> list[str]:
+    """Outputs of the tasks of ``todo`` that no other task of ``todo`` reads: made last."""
     read = {d for tid in todo for d in workflow.tasks[tid].deps}
-    return [workflow.tasks[tid] for tid in todo if tid not in read]
-
-
-def _all_exist(workflow, tasks) -> bool:
-    """Whether every output of ``tasks`` exists (one stat call each)."""
-    wd = workflow.workdir
-    return all(wd.path(o).exists() for t in tasks for o in t.outputs)
+    return [o for tid in todo if tid not in read for o in workflow.tasks[tid].outputs]
 
 
 class Submission(list):

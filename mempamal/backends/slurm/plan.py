@@ -25,6 +25,7 @@ and ids.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 import re
@@ -84,7 +85,7 @@ def plan_jobs(workflow, max_array_size: int, tasks_per_job: int = 1,
     for t in tasks.values():
         for d in t.deps:
             dependents[d].add(t.id)
-    downstream = _Downstream(dependents)
+    downstream = functools.partial(_downstream, dependents)
     job_of: dict[str, int] = {}  # task id -> index into ``runs``
     runs: list[list[list[str]]] = []  # each run: the lines of one future job (or pieces)
     run_deps: list[set[int]] = []
@@ -115,15 +116,10 @@ def _check_ids(tasks) -> None:
                 "'_', '.', '+' or '-'")
 
 
-class _Downstream:
-    """``line -> frozenset`` of the tasks outside the line that read from it."""
-
-    def __init__(self, dependents) -> None:
-        self.dependents = dependents
-
-    def __call__(self, line) -> frozenset:
-        inside = set(line)
-        return frozenset(d for tid in line for d in self.dependents[tid] if d not in inside)
+def _downstream(dependents, line) -> frozenset:
+    """The tasks outside ``line`` that read from it."""
+    inside = set(line)
+    return frozenset(d for tid in line for d in dependents[tid] if d not in inside)
 
 
 def _levels(tasks) -> list[list[str]]:
