@@ -187,14 +187,7 @@ def results(workdir, partial):
 
 
 def _print_results(res) -> None:
-    import pandas as pd
-
-    with pd.option_context("display.width", 160, "display.max_columns", 30,
-                           "display.max_colwidth", 60):
-        table = res.outer_scores.drop(columns=["fit_error"])
-        click.echo(table.to_string(index=False))
-        click.echo()
-        click.echo(res.summary.to_string())
+    click.echo(res.to_text())
 
 
 @cli.command(name="run-task")

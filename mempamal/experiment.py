@@ -126,6 +126,11 @@ class Experiment:
             raise ValidationError(f"error_score must be 'raise' or a number, got {es!r}")
         names = self.scorer_names  # raises on bad scoring
         self.scorer()
+        from .pickling import check_storable
+
+        check_storable({"scoring": self.scoring, "refit": self.refit,
+                        "cv": self.cv, "inner_cv": self.inner_cv,
+                        "candidates": self.candidates})
         if _scoring.is_multimetric(self.scoring):
             if not (callable(self.refit) or (isinstance(self.refit, str)
                                              and self.refit in names)):
@@ -191,7 +196,7 @@ class Experiment:
         -------
         Workflow
         """
-        from .compiler import compile_experiment
+        from .recipes.nested_cv.compile import compile_experiment
 
         return compile_experiment(self, workdir, X, y, groups, chunk_size=chunk_size,
                                   python=python, resources=resources)

@@ -1,19 +1,9 @@
-"""Results of a nested cross-validation, read from a working directory."""
+"""Results of a run, read from its working directory, whatever its recipe."""
 
 from __future__ import annotations
 
-from functools import cached_property
 
-import joblib
-import numpy as np
-import pandas as pd
-
-from .context import TaskContext, load_context
-from .errors import WorkdirError
-from .workdir import Workdir, read_json
-
-
-def load_results(workdir, partial: bool = False) -> Results:
+def load_results(workdir, partial: bool = False):
     """Read the results of the run in ``workdir``.
 
     Parameters
@@ -21,140 +11,24 @@ def load_results(workdir, partial: bool = False) -> Results:
     workdir : str or path-like
         A compiled (and run) working directory.
     partial : bool, default=False
-        Accept a run in which some outer splits are not finished yet
-        (only the finished ones are reported).
+        Accept a run that is not finished (only what is finished is reported).
 
     Returns
     -------
-    Results
+    Results or SweepResults
+        The results object of the workdir's recipe: outer scores and inner
+        ``cv_results`` of a nested CV, or the trial table of a sweep.
     """
-    return Results.from_context(load_context(workdir), partial=partial)
+    from .context import load_context
+    from .recipes import get_recipe
+
+    ctx = load_context(workdir)
+    return get_recipe(ctx.workflow.recipe).load_results(ctx, partial=partial)
 
 
-class Results:
-    """Outer scores, best parameters and inner ``cv_results`` of a run.
+def __getattr__(name):
+    if name == "Results":  # the nested-CV results class, under its historic name
+        from .recipes.nested_cv.results import Results
 
-    Attributes
-    ----------
-    best_params : list of dict
-        Best candidate of each outer split.
-    best_index : list of int
-        Its index in the candidate list.
-    outer_scores : DataFrame
-        One row per outer split: ``test_<scorer>`` (``test_score`` for a
-        single metric), ``train_<scorer>`` if asked, ``fit_time``,
-        ``score_time``, ``best_index``, ``best_params``.
-    cv_results : DataFrame
-        Inner results, with scikit-learn's ``cv_results_`` columns plus
-        ``outer_split``, one row per (outer split, candidate).
-    summary : DataFrame
-        Mean and standard deviation of each outer score.
-    """
-
-    def __init__(self, ctx: TaskContext, outer_docs: dict[int, dict]) -> None:
-        self._ctx = ctx
-        self._docs = outer_docs
-
-    @classmethod
-    def from_context(cls, ctx: TaskContext, partial: bool = False) -> Results:
-        """Read every finished outer split of ``ctx``'s workdir."""
-        nested = ctx.spec["nested"]
-        docs = {}
-        for o in range(ctx.splits.n_outer):
-            rel = Workdir.select_output(o) if nested else Workdir.fit_output(o, None, 0)
-            try:
-                doc = read_json(ctx.workdir.path(rel))
-            except FileNotFoundError:
-                continue
-            docs[o] = doc if nested else {"best_index": 0, "outer": doc["results"][0],
-                                          "inner": None}
-        if not docs or (not partial and len(docs) < ctx.splits.n_outer):
-            raise WorkdirError(
-                f"the run in {str(ctx.workdir.root)!r} is not finished: "
-                f"{len(docs)} of {ctx.splits.n_outer} outer splits done "
-                "(run or resume it, or pass partial=True)"
-            )
-        return cls(ctx, docs)
-
-    def __repr__(self) -> str:
-        return f"<Results of {len(self._docs)} outer splits>\n{self.summary}"
-
-    @property
-    def outer_splits(self) -> list[int]:
-        return sorted(self._docs)
-
-    @property
-    def scorer_names(self) -> list[str]:
-        return list(self._ctx.spec["scorer_names"])
-
-    @property
-    def best_index(self) -> list[int]:
-        return [self._docs[o]["best_index"] for o in self.outer_splits]
-
-    @property
-    def best_params(self) -> list[dict]:
-        cands = self._ctx.spec["candidates"]
-        return [dict(cands[i]) for i in self.best_index]
-
-    @cached_property
-    def outer_scores(self) -> pd.DataFrame:
-        rows = []
-        for o, best, params in zip(self.outer_splits, self.best_index, self.best_params):
-            outer = self._docs[o]["outer"]
-            row = {"outer_split": o}
-            for part in ("test", "train"):
-                for name, v in outer.get(f"{part}_scores", {}).items():
-                    row[f"{part}_{name}"] = v
-            row.update(fit_time=outer["fit_time"], score_time=outer["score_time"],
-                       best_index=best, best_params=params,
-                       fit_error=outer["fit_error"])
-            rows.append(row)
-        return pd.DataFrame(rows)
-
-    @cached_property
-    def cv_results(self) -> pd.DataFrame:
-        if not self._ctx.spec["nested"]:
-            return pd.DataFrame()
-        cands = self._ctx.spec["candidates"]
-        params = pd.DataFrame({f"param_{k}": [c.get(k) for c in cands]
-                               for k in sorted({k for c in cands for k in c})})
-        frames = []
-        for o in self.outer_splits:
-            inner = pd.DataFrame(self._docs[o]["inner"])
-            frame = pd.concat([inner.iloc[:, :4], params, inner.iloc[:, 4:]], axis=1)
-            frame.insert(4 + params.shape[1], "params", cands)
-            frame.insert(0, "outer_split", o)
-            frames.append(frame)
-        return pd.concat(frames, ignore_index=True)
-
-    @cached_property
-    def summary(self) -> pd.DataFrame:
-        cols = [c for c in self.outer_scores.columns if c.startswith(("test_", "train_"))]
-        values = self.outer_scores[cols].to_numpy(dtype=float)
-        return pd.DataFrame({"mean": values.mean(axis=0), "std": values.std(axis=0)},
-                            index=pd.Index(cols, name="metric"))
-
-    def summary_dict(self) -> dict:
-        """The summary as plain JSON-able data."""
-        return {
-            "n_outer_splits": len(self._docs),
-            "scores": {m: {"mean": float(r["mean"]), "std": float(r["std"])}
-                       for m, r in self.summary.iterrows()},
-            "best_index": self.best_index,
-        }
-
-    @property
-    def estimators(self) -> list:
-        """The estimators refitted on each outer train set.
-
-        Only with ``Experiment(..., return_estimator=True)``.
-        """
-        if not self._ctx.spec["return_estimator"]:
-            raise WorkdirError("estimators were not kept: compile with return_estimator=True")
-        return [joblib.load(self._ctx.workdir.path(Workdir.estimator_output(o)))
-                for o in self.outer_splits]
-
-    def test_scores(self, name: str | None = None) -> np.ndarray:
-        """Outer test scores of metric ``name`` (the refit metric by default)."""
-        name = name or self._ctx.spec["refit_metric"]
-        return self.outer_scores[f"test_{name}"].to_numpy(dtype=float)
+        return Results
+    raise AttributeError(name)

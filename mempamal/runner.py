@@ -85,9 +85,9 @@ def run_task(root, task_id: str, force: bool = False) -> TaskOutcome:
                 # a persistent worker would otherwise show a warning only for
                 # its first task; each task's log gets its own
                 warnings.simplefilter("default")
-                from . import tasks  # scikit-learn: only where a task really runs
+                from .recipes import get_recipe
 
-                tasks.run(ctx, task)
+                get_recipe(ctx.workflow.recipe).run_task(ctx, task)
         except BaseException as exc:
             outcome = TaskOutcome(task_id, False, error=f"{type(exc).__name__}: {exc}",
                                   error_type=type(exc).__name__)

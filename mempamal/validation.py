@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
-
 import numpy as np
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import _num_samples
@@ -25,12 +23,9 @@ def check_estimator_and_candidates(estimator, candidates) -> None:
         base = clone(estimator)
     except Exception as exc:  # noqa: BLE001 - any clone failure is the user's
         raise ValidationError(f"estimator {estimator!r} cannot be cloned: {exc}") from exc
-    try:
-        pickle.dumps(base)
-    except Exception as exc:  # noqa: BLE001
-        raise ValidationError(
-            f"estimator {estimator!r} cannot be pickled (tasks load it from a file): {exc}"
-        ) from exc
+    from .pickling import check_storable
+
+    check_storable({"estimator": base})
     for k, cand in enumerate(candidates):
         est = clone(base)
         try:

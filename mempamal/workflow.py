@@ -220,6 +220,19 @@ class Workflow:
         return [t for t in self.tasks.values()
                 if t.id not in done and all(d in done for d in t.deps)]
 
+    @property
+    def recipe(self) -> str:
+        """The recipe that compiled this workflow (``nested_cv``, ``sweep``)."""
+        return self.meta.get("recipe", "nested_cv")
+
+    def estimated_seconds(self) -> dict[str, float] | None:
+        """Rough seconds of work per task, from what the compile timed (or None)."""
+        from .recipes import get_recipe
+
+        estimate = get_recipe(self.recipe).estimated_seconds
+        seconds = {tid: estimate(t, self.meta) for tid, t in self.tasks.items()}
+        return None if any(s is None for s in seconds.values()) else seconds
+
     def file_digest(self, name: str) -> str | None:
         """The sha256 recorded at compile time for a workdir file."""
         return self.meta.get("digests", {}).get(name)

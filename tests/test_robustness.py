@@ -153,7 +153,7 @@ def test_tampered_pickle_is_never_loaded(tmp_path):
     from mempamal import context
 
     context._load.cache_clear()
-    with pytest.raises(WorkdirError, match="does not match workflow.json"):
+    with pytest.raises(WorkdirError, match="experiment.pkl does not match the sha256 recorded in workflow.json"):
         load_results(wf.workdir.root)
     for out in wf.tasks["aggregate"].outputs:
         wf.workdir.path(out).unlink()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from collections import namedtuple
 
 import numpy as np
@@ -19,6 +20,13 @@ from mempamal import Experiment, MempamalError, ValidationError, WorkdirError
 from mempamal.errors import BackendError
 
 Case = namedtuple("Case", "build exc match")
+
+
+def _scorer_holding(thing):
+    def scorer(estimator, X, y):
+        return float(thing is not None)
+
+    return scorer
 
 
 def _exp(**kw):
@@ -98,10 +106,15 @@ CATALOGUE = {
     # estimator
     "estimator-none": Case(lambda w: _exp(estimator=None), ValidationError, "None"),
     "estimator-class": Case(lambda w: _exp(estimator=SVC), ValidationError, "SVC"),
+    # a lambda is stored by value; a lock cannot be stored at all
     "estimator-unpicklable": Case(
-        lambda w: _exp(estimator=make_pipeline(FunctionTransformer(lambda x: x), SVC()),
-                       param_grid={"svc__C": [1.0]}),
-        ValidationError, "cannot be pickled"),
+        lambda w: _exp(estimator=make_pipeline(
+            FunctionTransformer(lambda x, lock: x, kw_args={"lock": threading.Lock()}), SVC()),
+            param_grid={"svc__C": [1.0]}),
+        ValidationError, "cannot pickle '_thread.lock'"),
+    "scoring-unstorable": Case(
+        lambda w: _exp(scoring=_scorer_holding(threading.Lock())),
+        ValidationError, "cannot be stored for the tasks, which run in other processes"),
     # scoring and refit
     "unknown-scorer": Case(lambda w: _exp(scoring="not_a_metric"), ValidationError,
                            "not_a_metric"),

@@ -83,22 +83,20 @@ class SlurmBackend(Backend):
         """The jobs of ``workflow`` under these options."""
         size = self.opts["max_array_size"] or commands.cluster_max_array_size()
         given = self.opts["tasks_per_job"]
-        per_fit = workflow.meta.get("seconds_per_fit")
-        if given != "auto" or not per_fit:
+        estimates = workflow.estimated_seconds() if given == "auto" else None
+        if estimates is None:
             return plan_jobs(workflow, size, 1 if given == "auto" else given)
-        return plan_jobs(workflow, size, pack=self._balanced_packing(workflow, per_fit))
+        return plan_jobs(workflow, size, pack=self._balanced_packing(workflow, estimates))
 
-    def _balanced_packing(self, workflow, per_fit):
+    def _balanced_packing(self, workflow, estimates):
         """``tasks_per_job="auto"``: cut each level into about one line per CPU.
 
         Each array element is a fresh interpreter (~1 s to import
         scikit-learn), so a level's work is cut into as many lines as the
         partition has CPUs for its tasks, each holding at least
         MIN_JOB_SECONDS and at most AUTO_JOB_SECONDS of work, estimated from
-        the fit timed at compile time.
+        what the compile timed.
         """
-        from ...recipes.nested_cv import estimated_seconds
-
         cpus = commands.cluster_cpus(self.opts["partition"])
         throttle = self.opts["max_parallel"]
 
@@ -109,7 +107,7 @@ class SlurmBackend(Backend):
             slots = None if cpus is None else max(1, cpus // per_task)
             if throttle is not None:
                 slots = throttle if slots is None else min(slots, throttle)
-            seconds = [estimated_seconds(t, per_fit) for t in tasks]
+            seconds = [estimates[t.id] for t in tasks]
             return balanced_lines(level, seconds, slots, MIN_JOB_SECONDS, AUTO_JOB_SECONDS)
 
         return pack

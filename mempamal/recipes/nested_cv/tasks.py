@@ -15,9 +15,10 @@ from sklearn.base import clone
 from sklearn.exceptions import FitFailedWarning
 from sklearn.model_selection._validation import _fit_and_score
 
-from . import scoring as _scoring
-from .context import TaskContext
-from .workdir import Workdir, dump_pickle, read_json, write_json, write_text
+from ... import scoring as _scoring
+from ...pickling import dump_pickle
+from ...workdir import Workdir, read_json, write_json, write_text
+from .context import NestedCVContext as TaskContext
 
 
 def fit_and_score(spec, X, y, train, test, params, return_estimator=False, scorer=None):
@@ -68,10 +69,11 @@ def run_fit(ctx: TaskContext, task) -> None:
     rows = [fit_and_score(ctx.spec, ctx.X, ctx.y, train, test, ctx.spec["candidates"][c],
                           return_estimator=keep, scorer=scorer)
             for c in task.args["candidates"]]
-    if keep:
-        dump_pickle(ctx.workdir.path(Workdir.estimator_output(o)), rows[0].pop("estimator"))
-    write_json(ctx.workdir.path(task.outputs[0]),
-               {"candidates": task.args["candidates"], "results": rows})
+    doc = {"candidates": task.args["candidates"], "results": rows}
+    if keep:  # its digest travels in the output that names it (trust rule)
+        doc["estimator_sha256"] = dump_pickle(ctx.workdir.path(Workdir.estimator_output(o)),
+                                              rows[0].pop("estimator"))
+    write_json(ctx.workdir.path(task.outputs[0]), doc)
 
 
 # -- select ------------------------------------------------------------------
@@ -154,12 +156,12 @@ def run_select(ctx: TaskContext, task) -> None:
     keep = ctx.spec["return_estimator"]
     outer = fit_and_score(ctx.spec, ctx.X, ctx.y, train, test, ctx.spec["candidates"][best],
                           return_estimator=keep)
-    if keep:
-        dump_pickle(ctx.workdir.path(Workdir.estimator_output(o)), outer.pop("estimator"))
-    write_json(ctx.workdir.path(task.outputs[0]), {
-        "best_index": best, "outer": outer,
-        "inner": {k: v.tolist() for k, v in results.items()},
-    })
+    doc = {"best_index": best, "outer": outer,
+           "inner": {k: v.tolist() for k, v in results.items()}}
+    if keep:  # its digest travels in the output that names it (trust rule)
+        doc["estimator_sha256"] = dump_pickle(ctx.workdir.path(Workdir.estimator_output(o)),
+                                              outer.pop("estimator"))
+    write_json(ctx.workdir.path(task.outputs[0]), doc)
 
 
 # -- aggregate -----------------------------------------------------------------

@@ -1,21 +1,13 @@
 """Nested cross-validation as a DAG of tasks (pure: no I/O).
 
-For outer split o, inner split i and candidate chunk c::
-
-    fit-o{o}-i{i}-c{c}   fit + score the candidates of chunk c on inner split (o, i)
-          |  (all i, c of split o)
-    select-o{o}          best candidate, refit on outer-train, score on outer-test
-          |  (all o)
-    aggregate            summary, cv_results, outer scores
-
-Without inner cross-validation: ``fit-o{o}`` -> ``aggregate``. There is no
-barrier between outer splits.
+There is no barrier between outer splits: a select waits for its own
+split's fits only.
 """
 
 from __future__ import annotations
 
-from ..workdir import Workdir
-from ..workflow import Task, command_prefix
+from ...workdir import Workdir
+from ...workflow import Task, command_prefix
 
 
 def chunks(n_candidates: int, chunk_size: int) -> list[list[int]]:
@@ -70,13 +62,16 @@ def build_tasks(n_inner: list[int], n_candidates: int, chunk_size: int,
     return tasks
 
 
-def estimated_seconds(task: Task, seconds_per_fit: float) -> float:
-    """Rough work of one task, from one fit timed at compile time.
+def estimated_seconds(task: Task, meta: dict) -> float | None:
+    """Rough work of one task, from one fit timed at compile time (None: untimed).
 
     A fit task fits and scores each of its candidates once; a select refits
     the best candidate on the larger outer-train set and scores it, which
     counts as two fits; the aggregate only reads small files.
     """
+    seconds_per_fit = meta.get("seconds_per_fit")
+    if not seconds_per_fit:
+        return None
     if task.kind == "fit":
         return seconds_per_fit * len(task.args["candidates"])
     if task.kind == "select":

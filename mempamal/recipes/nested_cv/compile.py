@@ -1,0 +1,119 @@
+"""Experiment + data -> working directory + workflow (the only writer of a new workdir)."""
+
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+
+import numpy as np
+import sklearn
+
+from ...compiler import check_disk_space, existing_workflow, nbytes, versions, write_arrays
+from ...errors import ValidationError
+from ...pickling import dump_pickle, dumps, fingerprint
+from ...splits import compute_splits
+from ...validation import check_data, check_finite
+from ...workdir import Workdir, save_npz
+from ...workflow import Workflow, gc_paused, sha256_file
+from .dag import build_tasks
+
+#: a fit task should last about this long, so that interpreter start-up on a
+#: cluster (about one second to import scikit-learn) stays a small overhead
+TARGET_TASK_SECONDS = 2.0
+
+
+def compile_experiment(exp, workdir, X, y=None, groups=None, *, chunk_size=None,
+                       python=None, resources=None) -> Workflow:
+    """See :meth:`mempamal.Experiment.compile`."""
+    check_data(X, y, groups)
+    X, y, groups = (_as_array(a) for a in (X, y, groups))
+    check_finite(exp.estimator, X)
+    splits = compute_splits(exp.estimator, X, y, groups, exp.cv, exp.inner_cv)
+    spec = exp.clone_spec()
+    fp = fingerprint((spec, X, y, groups, splits.to_arrays()))
+    wd = Workdir(workdir)
+    existing = existing_workflow(wd, fp)
+    if existing is not None:
+        return existing
+    _check_chunk_size(chunk_size)
+    check_disk_space(wd, _needed_bytes(exp, spec, X, y, groups, splits))
+    wd.create()
+    data_formats, digests = write_arrays(wd, {"X": X, "y": y, "groups": groups})
+    digests["experiment.pkl"] = dump_pickle(wd.experiment_file, spec)
+    save_npz(wd.splits_file, splits.to_arrays())
+    digests["splits.npz"] = sha256_file(wd.splits_file)
+    seconds_per_fit = None
+    if chunk_size is None:
+        chunk_size, seconds_per_fit = _auto_chunk_size(spec, X, y, splits)
+    n_inner = [splits.n_inner(o) for o in range(splits.n_outer)]
+    with gc_paused():
+        tasks = build_tasks(n_inner, exp.n_candidates, chunk_size, python, resources)
+    meta = {
+        "fingerprint": fp,
+        "recipe": "nested_cv",
+        "n_outer": splits.n_outer, "n_inner": n_inner,
+        "n_candidates": exp.n_candidates, "chunk_size": chunk_size,
+        # measured once at compile (None when chunk_size was given): lets
+        # cluster backends pack tasks per job without timing anything again
+        "seconds_per_fit": seconds_per_fit,
+        "scorer_names": spec["scorer_names"], "data": data_formats,
+        "digests": digests,
+        "versions": versions(**{"scikit-learn": sklearn.__version__}),
+    }
+    wf = Workflow(wd, tasks, meta)
+    wf.save()  # last: its existence means the compile finished
+    return wf
+
+
+def _as_array(a):
+    """Lists become arrays; arrays, DataFrames and sparse matrices stay as given."""
+    if a is None or hasattr(a, "shape"):
+        return a
+    return np.asarray(a)
+
+
+def _check_chunk_size(chunk_size) -> None:
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValidationError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+
+
+def _auto_chunk_size(spec, X, y, splits) -> tuple[int, float | None]:
+    """Candidates per task so that a fit task lasts about TARGET_TASK_SECONDS.
+
+    Returns the size and the measured seconds of one fit (None if not timed).
+    """
+    from .tasks import fit_and_score
+
+    n = len(spec["candidates"])
+    if n == 1 or not spec["nested"]:
+        return 1, None
+    outer_train = splits.outer[0][0]
+    train, test = (outer_train[idx] for idx in splits.inner[0][0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            res = fit_and_score(spec, X, y, train, test, spec["candidates"][0])
+        except Exception:  # noqa: BLE001 - the run will report it with its context
+            return 1, None
+    seconds = max(res["fit_time"] + res["score_time"], 1e-3)
+    size = max(1, min(n, math.floor(TARGET_TASK_SECONDS / seconds)))
+    size = math.ceil(n / math.ceil(n / size))  # equal chunks: 12+12, not 19+5
+    print(f"mempamal: one fit took {seconds:.3f}s; {size} candidate(s) per fit task",
+          file=sys.stderr)
+    return size, seconds
+
+
+def _needed_bytes(exp, spec, X, y, groups, splits) -> int:
+    """A generous estimate of what the run writes, to check against free space."""
+    data = sum(nbytes(a) for a in (X, y, groups))
+    n_inner = sum(splits.n_inner(o) for o in range(splits.n_outer))
+    n_fits = max(n_inner, splits.n_outer) * exp.n_candidates
+    per_fit = 600 + 200 * len(spec["scorer_names"])  # JSON row, log and meta lines
+    outputs = n_fits * per_fit + splits.n_outer * exp.n_candidates * 400
+    models = 0
+    if exp.return_estimator:
+        # a fitted model is at least as large as its unfitted pickle; assume x4
+        models = 4 * len(dumps(spec["estimator"])) * splits.n_outer + data
+    splits_bytes = sum(a.nbytes for a in splits.to_arrays().values())
+    return int(1.2 * (data + outputs + models + splits_bytes)) + (1 << 20)
