@@ -165,7 +165,7 @@ class Experiment:
         }
 
     # -- compile ---------------------------------------------------------------
-    def compile(self, workdir, X, y=None, groups=None, *, chunk_size=None,
+    def compile(self, workdir, X, y=None, groups=None, *, params=None, chunk_size=None,
                 python=None, resources=None):
         """Write the working directory and return its workflow.
 
@@ -182,7 +182,13 @@ class Experiment:
         y : array-like, optional
             Target.
         groups : array-like, optional
-            Group labels for group-aware splitters.
+            Group labels for group-aware splitters (outer and inner).
+        params : dict, optional
+            Fit parameters, as for ``cross_validate(..., params=...)``:
+            ``{"sample_weight": w}``, or ``{"STEP__sample_weight": w}`` for a
+            Pipeline; per-sample values are sliced to every train and test
+            set as scikit-learn slices them, with or without
+            ``sklearn.set_config(enable_metadata_routing=True)``.
         chunk_size : int, optional
             Candidates per fit task. Default: chosen from the time of one
             fit so that a task lasts about two seconds.
@@ -198,5 +204,5 @@ class Experiment:
         """
         from .recipes.nested_cv.compile import compile_experiment
 
-        return compile_experiment(self, workdir, X, y, groups, chunk_size=chunk_size,
-                                  python=python, resources=resources)
+        return compile_experiment(self, workdir, X, y, groups, params=params,
+                                  chunk_size=chunk_size, python=python, resources=resources)

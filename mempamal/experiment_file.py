@@ -9,10 +9,28 @@ returning ``(X, y)`` or ``(X, y, groups)``. It may define ``compile_options``
 from __future__ import annotations
 
 import runpy
+import sys
 from pathlib import Path
 
 from .errors import ValidationError
 from .experiment import Experiment
+
+
+def run_user_file(path) -> dict:
+    """Run a user's Python file as ``python FILE`` would; return its namespace.
+
+    Its folder goes first on ``sys.path`` (so ``from mymodule import f`` finds
+    the modules next to it) and counts as the user's own: what the file
+    defines, and those modules, are stored by value for the tasks
+    (:mod:`mempamal.pickling`).
+    """
+    from .pickling import add_local_root
+
+    folder = str(Path(path).resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    add_local_root(folder)
+    return runpy.run_path(str(path), run_name="__mempamal_experiment__")
 
 
 def load_experiment_file(path) -> tuple[Experiment, tuple, dict]:
@@ -20,7 +38,7 @@ def load_experiment_file(path) -> tuple[Experiment, tuple, dict]:
     path = Path(path)
     if not path.is_file():
         raise ValidationError(f"experiment file {str(path)!r} does not exist")
-    ns = runpy.run_path(str(path), run_name="__mempamal_experiment__")
+    ns = run_user_file(path)
     exp = ns.get("experiment")
     if not isinstance(exp, Experiment):
         raise ValidationError(

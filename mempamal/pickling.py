@@ -216,10 +216,16 @@ def _code_hasher_class():
             return self.save(("function", obj.__qualname__, *_function_state(obj)))
 
         def _stored_by_value(self, obj) -> bool:
+            # cloudpickle's rule: by value unless importable by module + qualname
             module = getattr(obj, "__module__", None)
             if module is None or module.partition(".")[0] in self._local:
                 return module is not None
-            return module == "__main__" or module not in sys.modules
+            if module == "__main__" or module not in sys.modules:
+                return True
+            found = sys.modules[module]
+            for part in getattr(obj, "__qualname__", "<locals>").split("."):
+                found = getattr(found, part, None)
+            return found is not obj
 
     # pickle's dispatch table holds the base class's functions: point the
     # types that name code at this class's save_global

@@ -7,6 +7,7 @@ it inside ``cross_validate``; their indices are relative to that subset.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,14 +84,19 @@ def compute_splits(estimator, X, y, groups, cv, inner_cv) -> Splits:
     from sklearn.utils import _safe_indexing
 
     classifier = is_classifier(estimator)
-    outer = _split(check_cv(cv, y, classifier=classifier), X, y, groups, "cv")
+    # copies, as scikit-learn's clone makes: a splitter holding a RandomState
+    # instance is left as the user gave it, so compiling twice gives the
+    # same splits, and every outer split's search starts its inner splitter
+    # from the same state (cross_validate clones the search, and its cv,
+    # for each outer split)
+    outer = _split(check_cv(copy.deepcopy(cv), y, classifier=classifier), X, y, groups, "cv")
     inner = []
     for train, _ in outer:
         if inner_cv is None:
             inner.append([])
             continue
         sub = [None if a is None else _safe_indexing(a, train) for a in (X, y, groups)]
-        splitter = check_cv(inner_cv, sub[1], classifier=classifier)
+        splitter = check_cv(copy.deepcopy(inner_cv), sub[1], classifier=classifier)
         inner.append(_split(splitter, *sub, "inner_cv"))
     return Splits(outer, inner)
 

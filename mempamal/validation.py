@@ -82,38 +82,54 @@ def check_data(X, y, groups) -> None:
         )
 
 
-def check_finite(estimator, X) -> None:
-    """Refuse NaN in X for an estimator that cannot take it, and inf always.
+def non_finite(X) -> tuple[int, int, tuple, np.ndarray] | None:
+    """``(n_nan, n_inf, first position, rows)`` of the NaN/inf in X, or None if none.
 
-    Named by count and first position, so the user can find them.
+    Looks at numeric arrays and at the numeric columns of a DataFrame.
     """
-    if not (isinstance(X, np.ndarray) and X.dtype.kind in "fc"):
+    if hasattr(X, "select_dtypes"):  # DataFrame: its numeric columns
+        values = X.select_dtypes(include="number").to_numpy(dtype=float)
+    elif isinstance(X, np.ndarray) and X.dtype.kind in "fc":
+        values = X
+    else:
+        return None
+    nan, inf = np.isnan(values), np.isinf(values)
+    if not (nan.any() or inf.any()):
+        return None
+    bad = nan | inf
+    pos = tuple(int(p) for p in np.argwhere(bad)[0])
+    rows = np.flatnonzero(bad.reshape(len(bad), -1).any(axis=1))
+    return int(nan.sum()), int(inf.sum()), pos, rows
+
+
+def check_non_finite(X, probe) -> None:
+    """Refuse NaN/inf in X only when the estimator itself fails on them.
+
+    scikit-learn's ``allow_nan`` tag is False for Pipeline whatever its steps
+    (an imputer first makes NaN fine), so the estimator is asked instead:
+    ``probe(rows)`` fits it once, on the first split's train set plus the
+    ``rows`` holding such values, and raises what it raises.
+    Its own error is reported, with the count and first position of the
+    values, before anything is written.
+    """
+    found = non_finite(X)
+    if found is None:
         return
-    nan = np.isnan(X)
-    inf = np.isinf(X)
-    if inf.any():
-        pos = np.argwhere(inf)[0]
-        raise ValidationError(
-            f"X holds {int(inf.sum())} infinite value(s) (first at row {pos[0]}"
-            f"{', column ' + str(pos[1]) if len(pos) > 1 else ''}); expected finite values"
-        )
-    if nan.any() and not _allows_nan(estimator):
-        pos = np.argwhere(nan)[0]
-        raise ValidationError(
-            f"X holds {int(nan.sum())} NaN value(s) (first at row {pos[0]}"
-            f"{', column ' + str(pos[1]) if len(pos) > 1 else ''}) but "
-            f"{type(estimator).__name__} does not accept missing values; impute them "
-            "(e.g. a SimpleImputer step in a Pipeline) or drop them"
-        )
-
-
-def _allows_nan(estimator) -> bool:
+    n_nan, n_inf, pos, rows = found
     try:
-        from sklearn.utils import get_tags
-
-        return bool(get_tags(estimator).input_tags.allow_nan)
-    except Exception:  # noqa: BLE001 - unknown estimators: let the fit decide
-        return True
+        probe(rows)
+    except Exception as exc:  # noqa: BLE001 - only the estimator's verdict matters
+        text = str(exc)
+        if not any(w in text.lower() for w in ("nan", "infinity", "missing value", "finite")):
+            return  # another problem: the run reports it in its context
+        where = f"row {pos[0]}" + (f", column {pos[1]}" if len(pos) > 1 else "")
+        what = " and ".join(f"{n} {kind} value(s)" for n, kind in
+                            ((n_nan, "NaN"), (n_inf, "infinite")) if n)
+        raise ValidationError(
+            f"X holds {what} (first at {where}) and the estimator fails on them when "
+            f"fitted on them: {type(exc).__name__}: {text.splitlines()[0]}; "
+            "impute them (e.g. a SimpleImputer step in a Pipeline) or drop them"
+        ) from exc
 
 
 def as_cv(cv, name: str):

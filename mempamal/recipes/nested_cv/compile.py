@@ -8,30 +8,35 @@ import warnings
 
 import numpy as np
 import sklearn
+from sklearn.utils.validation import _num_samples
 
 from ...compiler import check_disk_space, existing_workflow, nbytes, versions, write_arrays
 from ...errors import ValidationError
 from ...pickling import dump_pickle, dumps, fingerprint
 from ...splits import compute_splits
-from ...validation import check_data, check_finite
+from ...validation import check_data, check_non_finite
 from ...workdir import Workdir, save_npz
 from ...workflow import Workflow, gc_paused, sha256_file
 from .dag import build_tasks
+from .fit_params import check_params, route
 
 #: a fit task should last about this long, so that interpreter start-up on a
 #: cluster (about one second to import scikit-learn) stays a small overhead
 TARGET_TASK_SECONDS = 2.0
 
 
-def compile_experiment(exp, workdir, X, y=None, groups=None, *, chunk_size=None,
-                       python=None, resources=None) -> Workflow:
+def compile_experiment(exp, workdir, X, y=None, groups=None, *, params=None,
+                       chunk_size=None, python=None, resources=None) -> Workflow:
     """See :meth:`mempamal.Experiment.compile`."""
     check_data(X, y, groups)
     X, y, groups = (_as_array(a) for a in (X, y, groups))
-    check_finite(exp.estimator, X)
+    n_samples = _num_samples(X)
+    params = check_params(params, exp.estimator, n_samples)
     splits = compute_splits(exp.estimator, X, y, groups, exp.cv, exp.inner_cv)
     spec = exp.clone_spec()
-    fp = fingerprint((spec, X, y, groups, splits.to_arrays()))
+    spec["params"], per_sample = route(exp, params, n_samples)
+    check_non_finite(X, lambda rows: _first_fit(spec, X, y, splits, add_rows=rows))
+    fp = fingerprint((spec, X, y, groups, per_sample, splits.to_arrays()))
     wd = Workdir(workdir)
     existing = existing_workflow(wd, fp)
     if existing is not None:
@@ -39,7 +44,8 @@ def compile_experiment(exp, workdir, X, y=None, groups=None, *, chunk_size=None,
     _check_chunk_size(chunk_size)
     check_disk_space(wd, _needed_bytes(exp, spec, X, y, groups, splits))
     wd.create()
-    data_formats, digests = write_arrays(wd, {"X": X, "y": y, "groups": groups})
+    data_formats, digests = write_arrays(wd, {"X": X, "y": y, "groups": groups,
+                                              **per_sample})
     digests["experiment.pkl"] = dump_pickle(wd.experiment_file, spec)
     save_npz(wd.splits_file, splits.to_arrays())
     digests["splits.npz"] = sha256_file(wd.splits_file)
@@ -83,25 +89,41 @@ def _auto_chunk_size(spec, X, y, splits) -> tuple[int, float | None]:
 
     Returns the size and the measured seconds of one fit (None if not timed).
     """
-    from .tasks import fit_and_score
-
     n = len(spec["candidates"])
     if n == 1 or not spec["nested"]:
         return 1, None
-    outer_train = splits.outer[0][0]
-    train, test = (outer_train[idx] for idx in splits.inner[0][0])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            res = fit_and_score(spec, X, y, train, test, spec["candidates"][0])
-        except Exception:  # noqa: BLE001 - the run will report it with its context
-            return 1, None
+    try:
+        res = _first_fit(spec, X, y, splits)
+    except Exception:  # noqa: BLE001 - the run will report it with its context
+        return 1, None
     seconds = max(res["fit_time"] + res["score_time"], 1e-3)
     size = max(1, min(n, math.floor(TARGET_TASK_SECONDS / seconds)))
     size = math.ceil(n / math.ceil(n / size))  # equal chunks: 12+12, not 19+5
     print(f"mempamal: one fit took {seconds:.3f}s; {size} candidate(s) per fit task",
           file=sys.stderr)
     return size, seconds
+
+
+def _first_fit(spec, X, y, splits, add_rows=None) -> dict:
+    """Fit and score the first candidate on the first inner split (or outer split).
+
+    ``add_rows``: rows added to the train set (NaN/inf ones, to ask the
+    estimator whether it takes them); errors are then raised, not scored.
+    """
+    from .tasks import fit_and_score
+
+    outer_train, outer_test = splits.outer[0]
+    if spec["nested"]:
+        train, test = (outer_train[idx] for idx in splits.inner[0][0])
+    else:
+        train, test = outer_train, outer_test
+    if add_rows is not None:
+        train = np.union1d(train, add_rows[:100])
+        test = np.setdiff1d(test, train) if len(np.setdiff1d(test, train)) else test
+        spec = dict(spec, error_score="raise")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fit_and_score(spec, X, y, train, test, spec["candidates"][0])
 
 
 def _needed_bytes(exp, spec, X, y, groups, splits) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,6 +23,16 @@ class NestedCVContext:
     y: object
     groups: object
     splits: Splits
+    stored_params: dict = field(default_factory=dict)
+
+    def fit_params(self, destination: str) -> dict:
+        """Fit parameters routed to ``destination`` (``inner_fit``, ``outer_score``...)."""
+        routed = self.spec.get("params", {}).get(destination)
+        if not routed:
+            return {}
+        from .fit_params import resolve
+
+        return resolve(routed, self.stored_params)
 
 
 def load_context(wd: Workdir, wf: Workflow) -> NestedCVContext:
@@ -37,4 +47,6 @@ def load_context(wd: Workdir, wf: Workflow) -> NestedCVContext:
                       else load_compiled_pickle(wf, str(path.relative_to(wd.root))))
     with np.load(wd.splits_file) as npz:
         splits = Splits.from_arrays({k: npz[k] for k in npz.files})
-    return NestedCVContext(wd, wf, spec, data["X"], data.get("y"), data.get("groups"), splits)
+    stored = {k[len("param-"):]: v for k, v in data.items() if k.startswith("param-")}
+    return NestedCVContext(wd, wf, spec, data["X"], data.get("y"), data.get("groups"), splits,
+                           stored)

@@ -13,27 +13,31 @@ import numpy as np
 from scipy.stats import rankdata
 from sklearn.base import clone
 from sklearn.exceptions import FitFailedWarning
-from sklearn.model_selection._validation import _fit_and_score
 
 from ... import scoring as _scoring
 from ...pickling import dump_pickle
+from ...sklearn_compat import fit_and_score as _fit_and_score
+from ...sklearn_compat import param_columns
 from ...workdir import Workdir, read_json, write_json, write_text
 from .context import NestedCVContext as TaskContext
 
 
-def fit_and_score(spec, X, y, train, test, params, return_estimator=False, scorer=None):
+def fit_and_score(spec, X, y, train, test, params, return_estimator=False, scorer=None,
+                  fit_params=None, score_params=None):
     """Fit a clone with ``params`` on ``train``, score on ``test``; a small dict.
 
     ``scorer``: the resolved scorer, when the caller scores many candidates
     (resolving it costs ~50 µs, a few per cent of a millisecond fit).
+    ``fit_params``, ``score_params``: full-length per-sample values, sliced
+    to ``train`` and ``test`` by scikit-learn.
     """
     if scorer is None:
         scorer = _scoring.resolve(spec["estimator"], spec["scoring"], spec["error_score"])
     res = _fit_and_score(
         clone(spec["estimator"]), X, y, scorer=scorer, train=train, test=test,
-        verbose=0, parameters=params, fit_params=None, score_params=None,
-        return_train_score=spec["return_train_score"], return_times=True,
-        return_estimator=return_estimator, error_score=spec["error_score"],
+        parameters=params, fit_params=fit_params or None, score_params=score_params or None,
+        return_train_score=spec["return_train_score"], return_estimator=return_estimator,
+        error_score=spec["error_score"],
     )
     names = spec["scorer_names"]
     out = {
@@ -66,8 +70,11 @@ def run_fit(ctx: TaskContext, task) -> None:
     keep = ctx.spec["return_estimator"] and i is None
     scorer = _scoring.resolve(ctx.spec["estimator"], ctx.spec["scoring"],
                               ctx.spec["error_score"])
+    where = "inner" if i is not None else "outer"
+    fit_params, score_params = ctx.fit_params(f"{where}_fit"), ctx.fit_params(f"{where}_score")
     rows = [fit_and_score(ctx.spec, ctx.X, ctx.y, train, test, ctx.spec["candidates"][c],
-                          return_estimator=keep, scorer=scorer)
+                          return_estimator=keep, scorer=scorer, fit_params=fit_params,
+                          score_params=score_params)
             for c in task.args["candidates"]]
     doc = {"candidates": task.args["candidates"], "results": rows}
     if keep:  # its digest travels in the output that names it (trust rule)
@@ -130,10 +137,22 @@ def _store(results: dict, key: str, array: np.ndarray, splits: bool, rank: bool)
         results[f"rank_{key}"] = ranks
 
 
+def sklearn_cv_results(candidates: list[dict], results: dict) -> dict:
+    """``results`` with ``param_<name>`` masked arrays and ``params``, in sklearn's key order."""
+    keys = list(results)
+    times = [k for k in keys if k.endswith(("_fit_time", "_score_time"))]
+    full = {k: results[k] for k in times}
+    full.update(param_columns(candidates))
+    full["params"] = candidates
+    full.update((k, results[k]) for k in keys if k not in full)
+    return full
+
+
 def best_index(spec, results: dict) -> int:
     """The candidate ``GridSearchCV`` would pick (its rank and tie-break)."""
     if callable(spec["refit"]):
-        full = dict(results, params=spec["candidates"])
+        # the callable sees cv_results as scikit-learn builds it
+        full = sklearn_cv_results(spec["candidates"], results)
         idx = spec["refit"](full)
         if not isinstance(idx, (int, np.integer)) or not 0 <= idx < len(spec["candidates"]):
             raise ValueError(f"refit callable returned {idx!r}; expected a candidate index")
@@ -155,7 +174,8 @@ def run_select(ctx: TaskContext, task) -> None:
     train, test = ctx.splits.outer[o]
     keep = ctx.spec["return_estimator"]
     outer = fit_and_score(ctx.spec, ctx.X, ctx.y, train, test, ctx.spec["candidates"][best],
-                          return_estimator=keep)
+                          return_estimator=keep, fit_params=ctx.fit_params("outer_fit"),
+                          score_params=ctx.fit_params("outer_score"))
     doc = {"best_index": best, "outer": outer,
            "inner": {k: v.tolist() for k, v in results.items()}}
     if keep:  # its digest travels in the output that names it (trust rule)
