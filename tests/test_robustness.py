@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from helpers import assert_same_results, iris, small_grid_experiment
 
@@ -153,7 +154,8 @@ def test_tampered_pickle_is_never_loaded(tmp_path):
     from mempamal import context
 
     context._load.cache_clear()
-    with pytest.raises(WorkdirError, match="experiment.pkl does not match the sha256 recorded in workflow.json"):
+    with pytest.raises(WorkdirError, match="experiment.pkl does not match the sha256 "
+                                           "recorded in workflow.json"):
         load_results(wf.workdir.root)
     for out in wf.tasks["aggregate"].outputs:
         wf.workdir.path(out).unlink()
@@ -196,3 +198,65 @@ def test_hostile_paths_and_values_run_as_written(hostile_dir, tmp_path, monkeypa
     assert {p["fail_file"] for p in res.best_params} <= {str(tmp_path / e) for e in evil}
     assert not list(tmp_path.rglob("PWNED*"))
     assert not os.path.exists("PWNED")
+
+
+# -- one trust rule for every pickle (issue 12, point 3) --------------------------
+def _tamper(path):
+    path.write_bytes(path.read_bytes() + b"\x00")
+
+
+def _fresh_context():
+    from mempamal import context
+
+    context._load.cache_clear()
+
+
+@pytest.fixture
+def pickled_workdir(tmp_path):
+    """A finished run whose X, y and a fit parameter are pickles, with kept estimators."""
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = iris()
+    df = pd.DataFrame(X, columns=list("abcd"))
+    labels = np.array([f"class {v}" for v in y], dtype=object)  # a pickle, not .npy
+    exp = Experiment(LogisticRegression(max_iter=300), param_grid={"C": [0.1, 1.0]},
+                     cv=2, inner_cv=2, return_estimator=True)
+    wf = exp.compile(tmp_path / "w", df, labels, chunk_size=2)
+    wf.run("local", n_jobs=2, progress=False)
+    _fresh_context()
+    return wf
+
+
+@pytest.mark.parametrize("name", ["data/X.pkl", "data/y.pkl", "experiment.pkl"])
+def test_every_compiled_pickle_is_checked_before_loading(pickled_workdir, name):
+    wf = pickled_workdir
+    assert wf.file_digest(name), f"no digest recorded for {name}"
+    load_results(wf.workdir.root)  # loads them all while they are intact
+    _tamper(wf.workdir.path(name))
+    _fresh_context()
+    with pytest.raises(WorkdirError, match=f"{name} does not match the sha256 recorded in "
+                                           "workflow.json.*refusing to load it"):
+        load_results(wf.workdir.root)
+
+
+def test_kept_estimators_are_checked_before_loading(pickled_workdir):
+    wf = pickled_workdir
+    res = load_results(wf.workdir.root)
+    assert len(res.estimators) == 2  # intact: they load
+    _tamper(wf.workdir.path("out/select/o1-estimator.pkl"))
+    with pytest.raises(WorkdirError, match="the estimator of outer split 1 does not match "
+                                           "the sha256 recorded by the task that fitted it"):
+        load_results(wf.workdir.root).estimators  # noqa: B018
+
+
+def test_a_task_refuses_a_tampered_data_pickle(pickled_workdir):
+    from mempamal import TaskFailedError
+
+    wf = pickled_workdir
+    _tamper(wf.workdir.path("data/X.pkl"))
+    _fresh_context()
+    for out in wf.tasks["select-o0"].outputs + wf.tasks["aggregate"].outputs:
+        wf.workdir.path(out).unlink()
+    with pytest.raises(TaskFailedError, match="data/X.pkl does not match"):
+        wf.run("local", n_jobs=1, progress=False)
