@@ -52,7 +52,9 @@ def run_task(root, task_id: str, force: bool = False) -> TaskOutcome:
         return TaskOutcome(task_id, False, error=f"no task {task_id!r} in {root}",
                            error_type="KeyError")
     except Exception as exc:  # noqa: BLE001 - reported, not raised
-        return TaskOutcome(task_id, False, error=str(exc), error_type=type(exc).__name__)
+        _record_load_failure(root, task_id, exc)
+        return TaskOutcome(task_id, False, error=f"{type(exc).__name__}: {exc}",
+                           error_type=type(exc).__name__)
     wd = ctx.workdir
     if not force and len(wd.existing(task.outputs)) == len(task.outputs):
         return TaskOutcome(task_id, True, skipped=True)
@@ -99,6 +101,33 @@ def run_task(root, task_id: str, force: bool = False) -> TaskOutcome:
               f"{time.perf_counter() - t0:.3f}s", flush=True)
     _finish(wd, meta, outcome, t0, task)
     return outcome
+
+
+def _record_load_failure(root, task_id: str, exc: BaseException) -> None:
+    """Record, in the task's own log and meta record, why its workdir did not load.
+
+    A module the experiment needs is missing, a pickle was tampered with...:
+    ``status`` then shows the cause and a log that exists.
+    """
+    from .workdir import Workdir
+
+    wd = Workdir(root)
+    if not wd.workflow_file.exists() or not wd.logs_dir.is_dir():
+        return
+    now = time.time()
+    meta = {"task": task_id, "state": "failed", "host": socket.gethostname(),
+            "pid": os.getpid(), "start": now, "end": now, "seconds": 0.0,
+            "slurm_job": os.environ.get("SLURM_JOB_ID"),
+            "attempt": _previous_attempts(wd.meta_file(task_id)) + 1,
+            "error": f"{type(exc).__name__}: {exc}", "error_type": type(exc).__name__}
+    try:
+        with open_log(wd.log_file(task_id)) as log:
+            print(f"=== mempamal task {task_id} could not load its workdir on {meta['host']}",
+                  file=log)
+            traceback.print_exception(exc, file=log)
+        write_json(wd.meta_file(task_id), meta)
+    except OSError:
+        pass  # a read-only or vanished workdir: the caller still reports the error
 
 
 def check_inputs(ctx, task) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter, defaultdict
 
 from .workdir import read_meta, tail_text
@@ -23,29 +24,75 @@ def status_report(workdir, backend: str | None = None) -> dict:
     counts: dict[str, Counter] = defaultdict(Counter)
     for tid, state in states.items():
         counts[wf.tasks[tid].kind][state] += 1
-    failures = []
-    for tid, state in states.items():
-        if state != "failed":
-            continue
-        meta = read_meta(wf.workdir, tid) or {}
-        failures.append({
-            "task": tid, "error_type": meta.get("error_type") or "unknown",
-            "error": meta.get("error"), "scheduler_state": meta.get("scheduler_state"),
-            "log": str(wf.workdir.log_file(tid)),
-        })
+    failures = [_failure(wf, tid) for tid, state in states.items() if state == "failed"]
+    failed = {f["task"] for f in failures}
+    for f in failures:
+        # a root cause has no failed task upstream of it
+        f["root_cause"] = not (_upstream(wf, f["task"]) & failed)
     groups = defaultdict(list)
     for f in failures:
-        groups[(f["error_type"], f["scheduler_state"])].append(f)
+        groups[(f["error_type"], f["error_line"], f["scheduler_state"])].append(f)
+    ordered = sorted(groups.items(), key=lambda kv: (not any(f["root_cause"] for f in kv[1]),
+                                                     -len(kv[1])))
     return {
         "workdir": str(wf.workdir.root), "total": len(states),
         "counts": {k: dict(v) for k, v in counts.items()},
         "states": states, "failures": failures,
         "failure_groups": [
-            {"error_type": et, "scheduler_state": ss, "count": len(fs),
-             "example": tail_text(fs[0]["log"], 8), "logs": [f["log"] for f in fs]}
-            for (et, ss), fs in sorted(groups.items(), key=lambda kv: -len(kv[1]))
+            {"error_type": et, "error_line": line, "scheduler_state": ss, "count": len(fs),
+             "root_cause": any(f["root_cause"] for f in fs),
+             "example": _example(fs), "logs": [f["log"] for f in fs if f["log"]]}
+            for (et, line, ss), fs in ordered
         ],
     }
+
+
+def _failure(wf: Workflow, tid: str) -> dict:
+    """One failed task: its error, the first line that says why, a log that exists."""
+    meta = read_meta(wf.workdir, tid) or {}
+    log = wf.workdir.log_file(tid)
+    # the task's own log, or the scheduler's output when the task never got
+    # as far as writing one (it failed while loading its workdir)
+    candidates = [str(log), meta.get("scheduler_log")]
+    log_path = next((p for p in candidates if p and os.path.exists(
+        p if os.path.isabs(p) else wf.workdir.path(p))), None)
+    if log_path and not os.path.isabs(log_path):
+        log_path = str(wf.workdir.path(log_path))
+    error = meta.get("error")
+    line = first_error_line(error or "") or first_error_line(tail_text(log_path, 40)
+                                                             if log_path else "")
+    return {"task": tid, "error_type": meta.get("error_type") or "unknown", "error": error,
+            "error_line": line, "scheduler_state": meta.get("scheduler_state"),
+            "log": log_path}
+
+
+def first_error_line(text: str) -> str | None:
+    """The line of ``text`` that names the error (``XxxError: ...``), else its last line."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if ln.startswith("mempamal: task ") and " failed: " in ln:
+            return ln.split(" failed: ", 1)[1]
+    for ln in reversed(lines):
+        head = ln.split(":", 1)[0]
+        if ":" in ln and (head.endswith(("Error", "Exception", "Interrupt", "Exit"))
+                          or head == "Killed"):
+            return ln
+    return lines[-1] if lines else None
+
+
+def _upstream(wf: Workflow, tid: str) -> set[str]:
+    seen, stack = set(), list(wf.tasks[tid].deps)
+    while stack:
+        d = stack.pop()
+        if d not in seen:
+            seen.add(d)
+            stack.extend(wf.tasks[d].deps)
+    return seen
+
+
+def _example(fs: list[dict]) -> str:
+    with_log = next((f for f in fs if f["log"]), None)
+    return tail_text(with_log["log"], 8) if with_log else (fs[0]["error"] or "")
 
 
 def print_status(report: dict) -> None:
@@ -66,7 +113,10 @@ def print_status(report: dict) -> None:
     console.print(table)
     for g in report["failure_groups"]:
         where = f" [{g['scheduler_state']}]" if g["scheduler_state"] else ""
-        console.print(f"[red]{g['count']} failed with {g['error_type']}{where}[/red]")
+        cause = "" if g["root_cause"] else " (downstream of another failure)"
+        console.print(f"[red]{g['count']} failed with {g['error_type']}{where}{cause}[/red]")
+        if g["error_line"]:
+            console.print(f"  {g['error_line']}", markup=False, highlight=False)
         console.print(g["example"], markup=False, highlight=False)
         for log in g["logs"][:10]:
             console.print(f"  log: {log}", markup=False, highlight=False)

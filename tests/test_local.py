@@ -317,3 +317,41 @@ def test_results_command_prints_outer_scores_and_summary(tmp_path):
     assert len([ln for ln in lines if ln.strip().startswith(("0 ", "1 ", "2 "))]) == 3
     mean = res.summary.loc["test_score", "mean"]
     assert any(ln.startswith("test_score") and f"{mean:.6f}" in ln for ln in lines)
+
+
+def test_status_names_a_load_failure_with_a_log_that_exists(tmp_path):
+    """A task that cannot load its workdir (before its own code runs) still leaves a
+    log and a meta record, and status groups the failures by their first error line."""
+    from mempamal.status import status_report
+
+    X, y = iris()
+    wf = small_grid_experiment().compile(tmp_path / "w", X, y, chunk_size=3)
+    pkl = wf.workdir.experiment_file
+    pkl.write_bytes(pkl.read_bytes() + b"\x00")
+    with pytest.raises(TaskFailedError):
+        wf.run("local", n_jobs=2, subprocess=True, progress=False)
+    report = status_report(wf.workdir.root)
+    (group,) = report["failure_groups"]
+    assert group["count"] == len([t for t in wf.tasks.values() if t.kind == "fit"])
+    assert "experiment.pkl does not match the sha256" in group["error_line"]
+    assert group["root_cause"] and group["logs"]
+    assert all(os.path.exists(p) for p in group["logs"])
+    assert "refusing to load it" in group["example"]
+
+
+def test_status_lists_root_causes_before_what_failed_because_of_them(tmp_path):
+    from mempamal.status import status_report
+    from mempamal.workdir import write_json
+
+    X, y = iris()
+    wf = small_grid_experiment().compile(tmp_path / "w", X, y, chunk_size=3)
+    for tid, err in (("select-o0", "CorruptOutputError: output of fit-o0-i0-c0 is corrupt"),
+                     ("select-o1", "CorruptOutputError: output of fit-o0-i0-c0 is corrupt"),
+                     ("fit-o0-i0-c0", "MemoryError: out of memory")):
+        write_json(wf.workdir.meta_file(tid), {"task": tid, "state": "failed", "error": err,
+                                               "error_type": err.split(":")[0]})
+    groups = status_report(wf.workdir.root)["failure_groups"]
+    # the bigger group comes second: it failed because of the first
+    assert [g["error_type"] for g in groups] == ["MemoryError", "CorruptOutputError"]
+    assert [g["root_cause"] for g in groups] == [True, False]
+    assert groups[0]["error_line"] == "MemoryError: out of memory"
