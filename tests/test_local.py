@@ -346,7 +346,7 @@ def test_status_lists_root_causes_before_what_failed_because_of_them(tmp_path):
     X, y = iris()
     wf = small_grid_experiment().compile(tmp_path / "w", X, y, chunk_size=3)
     for tid, err in (("select-o0", "CorruptOutputError: output of fit-o0-i0-c0 is corrupt"),
-                     ("select-o1", "CorruptOutputError: output of fit-o0-i0-c0 is corrupt"),
+                     ("aggregate", "CorruptOutputError: output of fit-o0-i0-c0 is corrupt"),
                      ("fit-o0-i0-c0", "MemoryError: out of memory")):
         write_json(wf.workdir.meta_file(tid), {"task": tid, "state": "failed", "error": err,
                                                "error_type": err.split(":")[0]})
