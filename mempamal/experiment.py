@@ -50,6 +50,12 @@ class Experiment:
         Also score on the train sets.
     return_estimator : bool, default=False
         Keep the estimator refitted on each outer train set.
+    final_model : bool, default=False
+        Also run the same search on all the data (inner CV on X) and refit
+        its best candidate on all of it, in the same workflow, in parallel
+        with the outer splits: the model to keep
+        (``load_results(W).final_estimator``), as
+        ``GridSearchCV(...).fit(X, y)`` gives it.
 
     Examples
     --------
@@ -75,6 +81,7 @@ class Experiment:
         error_score=np.nan,
         return_train_score: bool = False,
         return_estimator: bool = False,
+        final_model: bool = False,
     ) -> None:
         from .validation import as_cv
 
@@ -86,6 +93,7 @@ class Experiment:
         self.error_score = error_score
         self.return_train_score = bool(return_train_score)
         self.return_estimator = bool(return_estimator)
+        self.final_model = bool(final_model)
         self.space = {
             "param_grid": param_grid, "param_distributions": param_distributions,
             "n_iter": n_iter, "random_state": random_state, "candidates": candidates,
@@ -143,6 +151,12 @@ class Experiment:
                 f"refit={self.refit!r}: with single-metric scoring, refit must be "
                 "True or a callable (the nested CV always refits the best candidate)"
             )
+        if self.final_model and self.inner_cv is None:
+            raise ValidationError(
+                "final_model=True runs the search on all the data with inner_cv, but "
+                "inner_cv=None; give an inner cross-validation (or fit the estimator "
+                "yourself: there is nothing to choose)"
+            )
         if self.inner_cv is None and self.n_candidates > 1:
             raise ValidationError(
                 f"inner_cv=None but the search space has {self.n_candidates} "
@@ -162,6 +176,7 @@ class Experiment:
             "return_train_score": self.return_train_score,
             "return_estimator": self.return_estimator,
             "nested": self.inner_cv is not None,
+            "final_model": self.final_model,
         }
 
     # -- compile ---------------------------------------------------------------

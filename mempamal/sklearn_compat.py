@@ -68,3 +68,23 @@ def search_routed_params(search, params: dict) -> dict:
     """
     routed = search._get_routed_params_for_fit(dict(params))
     return {"fit": dict(routed.estimator.fit), "score": dict(routed.scorer.score)}
+
+
+def refit_on_all(estimator, parameters: dict, X, y, fit_params: dict):
+    """``GridSearchCV``'s refit: the best parameters, fitted on all of X (a copy).
+
+    X is read through scikit-learn's own ``_safe_split`` (a kernel matrix is
+    sliced on both axes) and the fit parameters through
+    ``_check_method_params``, as ``_fit_and_score`` reads a train set.
+    """
+    from sklearn.base import clone
+    from sklearn.utils.metaestimators import _safe_split
+    from sklearn.utils.validation import _check_method_params, _num_samples
+
+    everything = np.arange(_num_samples(X))
+    estimator = estimator.set_params(**clone(parameters, safe=False))
+    X_all, y_all = _safe_split(estimator, X, y, everything)
+    params = _check_method_params(X, params=fit_params or {}, indices=everything)
+    if y_all is None:
+        return estimator.fit(X_all, **params)
+    return estimator.fit(X_all, y_all, **params)

@@ -89,18 +89,20 @@ class Workdir:
 
     # -- task files ----------------------------------------------------------
     @staticmethod
-    def fit_output(o: int, i: int | None, c: int) -> str:
-        """Relative output path of a fit task."""
+    def fit_output(o, i: int | None, c: int) -> str:
+        """Relative output path of a fit task (``o="final"``: the final model's search)."""
         inner = "" if i is None else f"-i{i}"
-        return f"out/fit/o{o}{inner}-c{c}.json"
+        split = "final" if o == "final" else f"o{o}"
+        return f"out/fit/{split}{inner}-c{c}.json"
 
     @staticmethod
-    def select_output(o: int) -> str:
-        return f"out/select/o{o}.json"
+    def select_output(o) -> str:
+        return "out/select/final.json" if o == "final" else f"out/select/o{o}.json"
 
     @staticmethod
-    def estimator_output(o: int) -> str:
-        return f"out/select/o{o}-estimator.pkl"
+    def estimator_output(o) -> str:
+        split = "final" if o == "final" else f"o{o}"
+        return f"out/select/{split}-estimator.pkl"
 
     FINAL_SUMMARY = "out/final/summary.json"
     FINAL_CV_RESULTS = "out/final/cv_results.csv"

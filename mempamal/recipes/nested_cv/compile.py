@@ -32,7 +32,8 @@ def compile_experiment(exp, workdir, X, y=None, groups=None, *, params=None,
     X, y, groups = (_as_array(a) for a in (X, y, groups))
     n_samples = _num_samples(X)
     params = check_params(params, exp.estimator, n_samples)
-    splits = compute_splits(exp.estimator, X, y, groups, exp.cv, exp.inner_cv)
+    splits = compute_splits(exp.estimator, X, y, groups, exp.cv, exp.inner_cv,
+                            final=exp.final_model)
     spec = exp.clone_spec()
     spec["params"], per_sample = route(exp, params, n_samples)
     check_non_finite(X, lambda rows: _first_fit(spec, X, y, splits, add_rows=rows))
@@ -54,11 +55,12 @@ def compile_experiment(exp, workdir, X, y=None, groups=None, *, params=None,
         chunk_size, seconds_per_fit = _auto_chunk_size(spec, X, y, splits)
     n_inner = [splits.n_inner(o) for o in range(splits.n_outer)]
     with gc_paused():
-        tasks = build_tasks(n_inner, exp.n_candidates, chunk_size, python, resources)
+        tasks = build_tasks(n_inner, exp.n_candidates, chunk_size, python, resources,
+                            final_inner=len(splits.final))
     meta = {
         "fingerprint": fp,
         "recipe": "nested_cv",
-        "n_outer": splits.n_outer, "n_inner": n_inner,
+        "n_outer": splits.n_outer, "n_inner": n_inner, "n_inner_final": len(splits.final),
         "n_candidates": exp.n_candidates, "chunk_size": chunk_size,
         # measured once at compile (None when chunk_size was given): lets
         # cluster backends pack tasks per job without timing anything again

@@ -17,7 +17,8 @@ def chunks(n_candidates: int, chunk_size: int) -> list[list[int]]:
 
 
 def build_tasks(n_inner: list[int], n_candidates: int, chunk_size: int,
-                python: str | None = None, resources: dict | None = None) -> list[Task]:
+                python: str | None = None, resources: dict | None = None,
+                final_inner: int = 0, cand_chunks: list[list[int]] | None = None) -> list[Task]:
     """Tasks of a nested CV, in topological order.
 
     Parameters
@@ -32,14 +33,21 @@ def build_tasks(n_inner: list[int], n_candidates: int, chunk_size: int,
         Interpreter of the task commands.
     resources : dict, optional
         Resource hints given to every task.
+    final_inner : int, default=0
+        Inner splits of the final model's search on all the data
+        (``fit-final-i{i}-c{c}`` -> ``select-final``); 0: no final model.
+    cand_chunks : list of list of int, optional
+        The candidate chunks (default: consecutive chunks of ``chunk_size``).
     """
     res = dict(resources or {})
     res.setdefault("cpus", 1)
     prefix = command_prefix(python)
     tasks: list[Task] = []
     selects = []
-    cand_chunks = chunks(n_candidates, chunk_size)
-    for o, n_i in enumerate(n_inner):
+    if cand_chunks is None:
+        cand_chunks = chunks(n_candidates, chunk_size)
+    splits = [*enumerate(n_inner)] + ([("final", final_inner)] if final_inner else [])
+    for o, n_i in splits:
         if n_i == 0:
             tid = f"fit-o{o}"
             tasks.append(Task(tid, "fit", [Workdir.fit_output(o, None, 0)], [], res,
@@ -47,13 +55,14 @@ def build_tasks(n_inner: list[int], n_candidates: int, chunk_size: int,
             selects.append(tid)
             continue
         fits = []
+        name = "final" if o == "final" else f"o{o}"
         for i in range(n_i):
             for c, cands in enumerate(cand_chunks):
-                tid = f"fit-o{o}-i{i}-c{c}"
+                tid = f"fit-{name}-i{i}-c{c}"
                 tasks.append(Task(tid, "fit", [Workdir.fit_output(o, i, c)], [], res,
                                   {"o": o, "i": i, "candidates": cands}, prefix))
                 fits.append(tid)
-        tid = f"select-o{o}"
+        tid = f"select-{name}"
         tasks.append(Task(tid, "select", [Workdir.select_output(o)], fits, res,
                           {"o": o}, prefix))
         selects.append(tid)

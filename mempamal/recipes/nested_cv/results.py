@@ -103,12 +103,50 @@ class Results:
                                for k in sorted({k for c in cands for k in c})})
         frames = []
         for o in self.outer_splits:
-            inner = pd.DataFrame(self._docs[o]["inner"])
-            frame = pd.concat([inner.iloc[:, :4], params, inner.iloc[:, 4:]], axis=1)
-            frame.insert(4 + params.shape[1], "params", cands)
+            frame = _with_params(self._docs[o]["inner"], params, cands)
             frame.insert(0, "outer_split", o)
             frames.append(frame)
         return pd.concat(frames, ignore_index=True)
+
+    # -- the final model (Experiment(..., final_model=True)) --------------------
+    @cached_property
+    def _final_doc(self) -> dict:
+        if not self._ctx.spec.get("final_model"):
+            raise WorkdirError("no final model: compile an Experiment(..., final_model=True)")
+        try:
+            return read_json(self._ctx.workdir.path(Workdir.select_output("final")))
+        except FileNotFoundError:
+            raise WorkdirError(
+                f"the final model of {str(self._ctx.workdir.root)!r} is not fitted yet "
+                "(task select-final); run or resume the workflow") from None
+
+    @property
+    def final_params(self) -> dict:
+        """Best candidate of the search on all the data (``GridSearchCV.best_params_``)."""
+        return dict(self._ctx.spec["candidates"][self._final_doc["best_index"]])
+
+    @property
+    def final_cv_results(self) -> pd.DataFrame:
+        """``cv_results_`` of the search on all the data."""
+        cands = self._ctx.spec["candidates"]
+        params = pd.DataFrame({f"param_{k}": [c.get(k) for c in cands]
+                               for k in sorted({k for c in cands for k in c})})
+        return _with_params(self._final_doc["inner"], params, cands)
+
+    @property
+    def final_estimator(self):
+        """The best candidate refitted on all the data (``GridSearchCV.best_estimator_``).
+
+        ``final_versions`` names the releases it was fitted with.
+        """
+        return load_pickle(self._ctx.workdir.path(Workdir.estimator_output("final")),
+                           self._final_doc.get("estimator_sha256"), "the final estimator",
+                           recorded_in="by the task that fitted it")
+
+    @property
+    def final_versions(self) -> dict:
+        """scikit-learn, numpy and Python versions the final estimator was fitted with."""
+        return dict(self._final_doc["versions"])
 
     @cached_property
     def summary(self) -> pd.DataFrame:
@@ -119,12 +157,15 @@ class Results:
 
     def summary_dict(self) -> dict:
         """The summary as plain JSON-able data."""
-        return {
+        out = {
             "n_outer_splits": len(self._docs),
             "scores": {m: {"mean": float(r["mean"]), "std": float(r["std"])}
                        for m, r in self.summary.iterrows()},
             "best_index": self.best_index,
         }
+        if self._ctx.spec.get("final_model"):
+            out["final_best_index"] = self._final_doc["best_index"]
+        return out
 
     @property
     def estimators(self) -> list:
@@ -151,3 +192,11 @@ class Results:
         """Outer test scores of metric ``name`` (the refit metric by default)."""
         name = name or self._ctx.spec["refit_metric"]
         return self.outer_scores[f"test_{name}"].to_numpy(dtype=float)
+
+
+def _with_params(inner: dict, params: pd.DataFrame, cands: list) -> pd.DataFrame:
+    """Inner results as a cv_results_ frame: times, param_* columns, params, scores."""
+    inner = pd.DataFrame(inner)
+    frame = pd.concat([inner.iloc[:, :4], params, inner.iloc[:, 4:]], axis=1)
+    frame.insert(4 + params.shape[1], "params", cands)
+    return frame

@@ -61,11 +61,11 @@ def run(ctx: TaskContext, task) -> None:
 def run_fit(ctx: TaskContext, task) -> None:
     """Fit and score a chunk of candidates on one inner split (or the outer split)."""
     o, i = task.args["o"], task.args["i"]
-    outer_train, outer_test = ctx.splits.outer[o]
     if i is None:  # plain cross-validation: the outer split itself
-        train, test = outer_train, outer_test
+        train, test = ctx.splits.outer[o]
     else:  # inner indices are relative to the outer-train subset
-        itrain, itest = ctx.splits.inner[o][i]
+        outer_train = ctx.splits.outer_train(o)
+        itrain, itest = ctx.splits.inner_split(o, i)
         train, test = outer_train[itrain], outer_train[itest]
     keep = ctx.spec["return_estimator"] and i is None
     scorer = _scoring.resolve(ctx.spec["estimator"], ctx.spec["scoring"],
@@ -97,7 +97,7 @@ def inner_results(ctx: TaskContext, o: int) -> tuple[dict, list[str]]:
     def grid(key):
         return by_key.setdefault(key, np.full((n_cand, n_splits), np.nan))
 
-    for dep in ctx.workflow.tasks[f"select-o{o}"].deps:
+    for dep in ctx.workflow.tasks[select_id(o)].deps:
         dep_task = ctx.workflow.tasks[dep]
         # check_inputs verified it (digest or parse) before this task started
         doc = read_json(ctx.workdir.path(dep_task.outputs[0]))
@@ -160,8 +160,16 @@ def best_index(spec, results: dict) -> int:
     return int(results[f"rank_test_{spec['refit_metric']}"].argmin())
 
 
+def select_id(o) -> str:
+    """The select task of outer split ``o`` (or of the final model's search)."""
+    return "select-final" if o == "final" else f"select-o{o}"
+
+
 def run_select(ctx: TaskContext, task) -> None:
-    """Pick the best candidate of outer split o, refit on outer-train, score on outer-test."""
+    """Pick the best candidate of outer split o, refit on outer-train, score on outer-test.
+
+    For the final model (``o="final"``): refit the best candidate on all the data.
+    """
     o = task.args["o"]
     results, errors = inner_results(ctx, o)
     if errors:
@@ -171,6 +179,9 @@ def run_select(ctx: TaskContext, task) -> None:
                       f"is error_score={ctx.spec['error_score']!r}. First traceback:\n"
                       f"{errors[0]}", FitFailedWarning, stacklevel=1)
     best = best_index(ctx.spec, results)
+    if o == "final":
+        _refit_final(ctx, task, best, results)
+        return
     train, test = ctx.splits.outer[o]
     keep = ctx.spec["return_estimator"]
     outer = fit_and_score(ctx.spec, ctx.X, ctx.y, train, test, ctx.spec["candidates"][best],
@@ -181,6 +192,29 @@ def run_select(ctx: TaskContext, task) -> None:
     if keep:  # its digest travels in the output that names it (trust rule)
         doc["estimator_sha256"] = dump_pickle(ctx.workdir.path(Workdir.estimator_output(o)),
                                               outer.pop("estimator"))
+    write_json(ctx.workdir.path(task.outputs[0]), doc)
+
+
+def _refit_final(ctx: TaskContext, task, best: int, results: dict) -> None:
+    """What ``GridSearchCV.fit(X, y)`` does last: refit the best candidate on all data."""
+    import platform
+    import time
+
+    import sklearn
+
+    from ...sklearn_compat import refit_on_all
+
+    params = ctx.spec["candidates"][best]
+    start = time.perf_counter()
+    estimator = refit_on_all(clone(ctx.spec["estimator"]), params, ctx.X, ctx.y,
+                             ctx.fit_params("outer_fit"))
+    doc = {"best_index": best, "refit_time": time.perf_counter() - start,
+           "inner": {k: v.tolist() for k, v in results.items()},
+           # what it was fitted with: load it with the same releases
+           "versions": {"scikit-learn": sklearn.__version__, "numpy": np.__version__,
+                        "python": platform.python_version()}}
+    doc["estimator_sha256"] = dump_pickle(ctx.workdir.path(Workdir.estimator_output("final")),
+                                          estimator)
     write_json(ctx.workdir.path(task.outputs[0]), doc)
 
 
