@@ -34,7 +34,8 @@ def existing_workflow(wd: Workdir, fingerprint: str):
             raise WorkdirError(
                 f"workdir {str(wd.root)!r} holds another experiment (fingerprint "
                 f"{wf.meta.get('fingerprint')}, this one is {fingerprint}); "
-                "use another workdir or delete that one"
+                "compile it into another workdir, with reuse=[this one] to keep the "
+                "results that still apply, or delete this one"
             )
         return wf
     if wd.root.exists():

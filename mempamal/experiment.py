@@ -181,7 +181,7 @@ class Experiment:
 
     # -- compile ---------------------------------------------------------------
     def compile(self, workdir, X, y=None, groups=None, *, params=None, chunk_size=None,
-                python=None, resources=None):
+                python=None, resources=None, reuse=None):
         """Write the working directory and return its workflow.
 
         Runs nothing. If ``workdir`` already holds this same experiment (same
@@ -204,6 +204,11 @@ class Experiment:
             Pipeline; per-sample values are sliced to every train and test
             set as scikit-learn slices them, with or without
             ``sklearn.set_config(enable_metadata_routing=True)``.
+        reuse : str, path-like or list of them, optional
+            Earlier workdirs whose (candidate, split) results are reused
+            instead of recomputed -- to grow a grid: every result computed
+            there for the same estimator, scoring, data, fit parameters,
+            candidate and split. Refused when their data or splits differ.
         chunk_size : int, optional
             Candidates per fit task. Default: chosen from the time of one
             fit so that a task lasts about two seconds.
@@ -220,4 +225,5 @@ class Experiment:
         from .recipes.nested_cv.compile import compile_experiment
 
         return compile_experiment(self, workdir, X, y, groups, params=params,
-                                  chunk_size=chunk_size, python=python, resources=resources)
+                                  chunk_size=chunk_size, python=python, resources=resources,
+                                  reuse=reuse)

@@ -198,7 +198,9 @@ def _code_hasher_class():
 
     class CodeHasher(NumpyHasher):
         def __init__(self, local_names) -> None:
-            super().__init__(hash_name="sha256")
+            # a memory-mapped array hashes as the array it holds: a workdir's
+            # data compare equal to the arrays they were written from
+            super().__init__(hash_name="sha256", coerce_mmap=True)
             self._local = local_names
             self._seen: set[int] = set()
 

@@ -83,3 +83,16 @@ class SleepyClassifier(FailingClassifier):
 
         time.sleep(self.delay)
         return super().fit(X, y)
+
+
+class CountingClassifier(FailingClassifier):
+    """Appends ``C n_train`` to ``log_file`` at each fit: counts fits across processes."""
+
+    def __init__(self, C=1.0, log_file=None):
+        super().__init__(C=C)
+        self.log_file = log_file
+
+    def fit(self, X, y):
+        with open(self.log_file, "a", encoding="utf-8") as fh:
+            fh.write(f"{self.C} {len(X)}\n")
+        return super().fit(X, y)

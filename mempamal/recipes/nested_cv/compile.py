@@ -19,6 +19,7 @@ from ...workdir import Workdir, save_npz
 from ...workflow import Workflow, gc_paused, sha256_file
 from .dag import build_tasks
 from .fit_params import check_params, route
+from .reuse import ReuseIndex, as_workdirs
 
 #: a fit task should last about this long, so that interpreter start-up on a
 #: cluster (about one second to import scikit-learn) stays a small overhead
@@ -26,7 +27,7 @@ TARGET_TASK_SECONDS = 2.0
 
 
 def compile_experiment(exp, workdir, X, y=None, groups=None, *, params=None,
-                       chunk_size=None, python=None, resources=None) -> Workflow:
+                       chunk_size=None, python=None, resources=None, reuse=None) -> Workflow:
     """See :meth:`mempamal.Experiment.compile`."""
     check_data(X, y, groups)
     X, y, groups = (_as_array(a) for a in (X, y, groups))
@@ -43,6 +44,8 @@ def compile_experiment(exp, workdir, X, y=None, groups=None, *, params=None,
     if existing is not None:
         return existing
     _check_chunk_size(chunk_size)
+    earlier = as_workdirs(reuse)
+    index = ReuseIndex(spec, X, y, per_sample, splits, earlier) if earlier else None
     check_disk_space(wd, _needed_bytes(exp, spec, X, y, groups, splits))
     wd.create()
     data_formats, digests = write_arrays(wd, {"X": X, "y": y, "groups": groups,
@@ -54,9 +57,15 @@ def compile_experiment(exp, workdir, X, y=None, groups=None, *, params=None,
     if chunk_size is None:
         chunk_size, seconds_per_fit = _auto_chunk_size(spec, X, y, splits)
     n_inner = [splits.n_inner(o) for o in range(splits.n_outer)]
+    cand_chunks = None
+    if index is not None:  # reused candidates in chunks of their own: written now
+        old = sorted(index.reusable_candidates())
+        new = [c for c in range(exp.n_candidates) if c not in set(old)]
+        cand_chunks = _chunked(old, chunk_size) + _chunked(new, chunk_size)
     with gc_paused():
         tasks = build_tasks(n_inner, exp.n_candidates, chunk_size, python, resources,
-                            final_inner=len(splits.final))
+                            final_inner=len(splits.final), cand_chunks=cand_chunks)
+    reused = [] if index is None else index.write_outputs(wd, tasks, exp.return_estimator)
     meta = {
         "fingerprint": fp,
         "recipe": "nested_cv",
@@ -66,12 +75,17 @@ def compile_experiment(exp, workdir, X, y=None, groups=None, *, params=None,
         # cluster backends pack tasks per job without timing anything again
         "seconds_per_fit": seconds_per_fit,
         "scorer_names": spec["scorer_names"], "data": data_formats,
+        "reused": {"from": index.sources, "tasks": len(reused)} if index else None,
         "digests": digests,
         "versions": versions(**{"scikit-learn": sklearn.__version__}),
     }
     wf = Workflow(wd, tasks, meta)
     wf.save()  # last: its existence means the compile finished
     return wf
+
+
+def _chunked(indices: list[int], size: int) -> list[list[int]]:
+    return [indices[s:s + size] for s in range(0, len(indices), size)]
 
 
 def _as_array(a):
