@@ -190,6 +190,24 @@ def _print_results(res) -> None:
     click.echo(res.to_text())
 
 
+@cli.command()
+@workdir_arg
+@click.option("--mlflow", "mlflow_uri", is_flag=False, flag_value="sqlite:///mlflow.db",
+              default=None, metavar="[TRACKING_URI]",
+              help="Export to MLflow (default store: sqlite:///mlflow.db).")
+@click.option("--experiment-name", default="mempamal", show_default=True,
+              help="MLflow experiment of the runs.")
+def export(workdir, mlflow_uri, experiment_name):
+    """Export WORKDIR's results (one parent run, a child per outer split or trial)."""
+    if mlflow_uri is None:
+        raise click.UsageError("say where to export: --mlflow [TRACKING_URI]")
+    from .export_mlflow import export_mlflow
+
+    done = export_mlflow(workdir, mlflow_uri, experiment_name)
+    click.echo(f"mempamal: exported to {mlflow_uri}: parent run {done['parent']} with "
+               f"{done['children']} child run(s)")
+
+
 @cli.command(name="run-task")
 @workdir_arg
 @click.argument("task_ids", nargs=-1)

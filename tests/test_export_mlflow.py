@@ -1,0 +1,86 @@
+"""Export to a real MLflow (sqlite store in a temporary folder), read back with MlflowClient."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import requires_or_fail
+from helpers import iris
+from sklearn.model_selection import StratifiedKFold
+from sklearn.svm import SVC
+
+from mempamal import Experiment, ValidationError, load_results
+
+try:
+    from mlflow.tracking import MlflowClient
+    HAVE_MLFLOW = True
+except ImportError:  # pragma: no cover - CI installs mempamal[all]
+    HAVE_MLFLOW = False
+
+pytestmark = [requires_or_fail(HAVE_MLFLOW, "mlflow is not installed (mempamal[mlflow])")]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("export")
+    X, y = iris()
+    exp = Experiment(SVC(), param_grid={"C": [0.1, 1.0, 10.0]},
+                     cv=StratifiedKFold(3, shuffle=True, random_state=0), inner_cv=3,
+                     scoring=["accuracy", "f1_macro"], refit="accuracy", final_model=True)
+    wf = exp.compile(tmp / "w", X, y)
+    wf.run("local", n_jobs=2, progress=False)
+    return tmp, wf
+
+
+def _export(tmp, workdir, uri):
+    return subprocess.run([sys.executable, "-m", "mempamal", "export", str(workdir),
+                           "--mlflow", uri], capture_output=True, text=True, cwd=tmp)
+
+
+def test_export_round_trip_and_no_duplicates(finished):
+    tmp, wf = finished
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    for _ in range(2):  # exporting twice does not duplicate
+        out = _export(tmp, wf.workdir.root, uri)
+        assert out.returncode == 0, out.stderr
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("mempamal")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("mempamal.role") == "parent"]
+    children = [r for r in runs if "mempamal.child" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 3 and len(runs) == 4
+    parent = parents[0]
+    res = load_results(wf.workdir.root)
+    assert parent.data.tags["mempamal.workdir"] == str(wf.workdir.root)
+    assert parent.data.tags["mempamal.version.scikit-learn"]
+    assert parent.info.status == "FINISHED"
+    np.testing.assert_allclose(parent.data.metrics["test_accuracy_mean"],
+                               res.summary.loc["test_accuracy", "mean"])
+    for child in children:
+        o = int(child.data.tags["mempamal.outer_split"])
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.data.metrics["test_f1_macro"] == pytest.approx(
+            res.outer_scores.loc[o, "test_f1_macro"], abs=1e-12)
+        assert float(child.data.params["C"]) == res.best_params[o]["C"]
+        assert len(client.get_metric_history(child.info.run_id, "test_accuracy")) == 1
+    # the final model is an artefact MLflow itself can load
+    import mlflow
+    import mlflow.sklearn
+
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.sklearn.load_model(f"runs:/{parent.info.run_id}/final_model")
+    X, _ = iris()
+    np.testing.assert_array_equal(model.predict(X), res.final_estimator.predict(X))
+
+
+def test_a_tracking_uri_mlflow_cannot_open_is_a_clear_error(finished, tmp_path):
+    from mempamal.export_mlflow import export_mlflow
+
+    _, wf = finished
+    with pytest.raises(ValidationError, match="MLflow cannot open the tracking URI 'nosuch://x'"):
+        export_mlflow(wf.workdir.root, "nosuch://x")
+    out = _export(tmp_path, wf.workdir.root, "nosuch://x")
+    assert out.returncode == 2 and "cannot open the tracking URI" in out.stderr
