@@ -23,6 +23,12 @@ except ImportError:  # pragma: no cover - CI installs mempamal[all]
 pytestmark = [requires_or_fail(HAVE_MLFLOW, "mlflow is not installed (mempamal[mlflow])")]
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    """MLflow may create its default store (mlflow.db) in the current folder."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("export")
