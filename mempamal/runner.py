@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import resource
 import socket
 import sys
 import time
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from threadpoolctl import threadpool_limits
 
 from .errors import CorruptOutputError, MissingInputError
+from .measure import TaskUsage
 from .workdir import open_log, read_json, read_meta, write_json
 from .workflow import sha256_file
 
@@ -61,8 +61,11 @@ def run_task(root, task_id: str, force: bool = False) -> TaskOutcome:
     meta = {"task": task_id, "state": "running", "host": socket.gethostname(),
             "pid": os.getpid(), "start": time.time(),
             "slurm_job": os.environ.get("SLURM_JOB_ID"),
-            "attempt": _previous_attempts(wd.meta_file(task_id)) + 1}
+            "attempt": _previous_attempts(wd.meta_file(task_id)) + 1,
+            # the devices a GPU task was given (local executor, SLURM, Dask)
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
     t0 = time.perf_counter()
+    usage = TaskUsage.start()
     try:
         check_inputs(ctx, task)
     except MissingInputError as exc:
@@ -71,7 +74,7 @@ def run_task(root, task_id: str, force: bool = False) -> TaskOutcome:
         return TaskOutcome(task_id, False, error=str(exc), error_type=type(exc).__name__)
     except CorruptOutputError as exc:
         outcome = TaskOutcome(task_id, False, error=str(exc), error_type=type(exc).__name__)
-        _finish(wd, meta, outcome, t0, task)
+        _finish(wd, meta, outcome, usage, task)
         return outcome
     write_json(wd.meta_file(task_id), meta)
     outcome = TaskOutcome(task_id, True)
@@ -95,11 +98,11 @@ def run_task(root, task_id: str, force: bool = False) -> TaskOutcome:
                                   error_type=type(exc).__name__)
             traceback.print_exc(file=log)
             if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit
-                _finish(wd, meta, outcome, t0, task)
+                _finish(wd, meta, outcome, usage, task)
                 raise
         print(f"=== {'done' if outcome.ok else 'FAILED'} in "
               f"{time.perf_counter() - t0:.3f}s", flush=True)
-    _finish(wd, meta, outcome, t0, task)
+    _finish(wd, meta, outcome, usage, task)
     return outcome
 
 
@@ -199,14 +202,13 @@ def verify(workflow) -> dict[str, list]:
     return found
 
 
-def _finish(wd, meta: dict, outcome: TaskOutcome, t0: float, task) -> None:
-    outcome.seconds = time.perf_counter() - t0
+def _finish(wd, meta: dict, outcome: TaskOutcome, usage: TaskUsage, task) -> None:
+    used = usage.stop()  # wall and CPU seconds, the task's own peak memory
+    outcome.seconds = used["seconds"]
     if outcome.ok:
         meta["digests"] = {rel: sha256_file(wd.path(rel)) for rel in task.outputs}
     meta.update(state="done" if outcome.ok else "failed", end=time.time(),
-                seconds=outcome.seconds, error=outcome.error,
-                error_type=outcome.error_type,
-                peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+                error=outcome.error, error_type=outcome.error_type, **used)
     write_json(wd.meta_file(outcome.task_id), meta)
 
 

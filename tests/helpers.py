@@ -96,3 +96,17 @@ class CountingClassifier(FailingClassifier):
         with open(self.log_file, "a", encoding="utf-8") as fh:
             fh.write(f"{self.C} {len(X)}\n")
         return super().fit(X, y)
+
+
+class MemoryHungryClassifier(FailingClassifier):
+    """Holds ``alloc_mb`` MiB of touched memory during fit (per-task peak memory tests)."""
+
+    def __init__(self, C=1.0, alloc_mb=0):
+        super().__init__(C=C)
+        self.alloc_mb = alloc_mb
+
+    def fit(self, X, y):
+        block = np.ones(int(self.alloc_mb) * 2**20 // 8)  # written: really resident
+        super().fit(X, y)
+        self.held_ = float(block[:1].sum())
+        return self
