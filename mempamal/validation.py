@@ -160,3 +160,31 @@ def as_cv(cv, name: str):
     except (TypeError, ValueError) as exc:
         raise ValidationError(f"{name}: invalid iterable of splits: {exc}") from exc
     return splits
+
+
+#: resource hints a task may carry, and what each must be
+_RESOURCES = {"cpus": "a positive int", "mem_mb": "a positive number of MiB",
+              "time_min": "a positive number of minutes", "gpus": "a non-negative int"}
+
+
+def check_resources(resources) -> dict:
+    """Refuse unknown or malformed resource hints, naming the key and what was expected."""
+    import numbers
+
+    if resources is None:
+        return {}
+    if not isinstance(resources, dict):
+        raise ValidationError(f"resources must be a dict such as {{'cpus': 1, 'gpus': 1}}, "
+                              f"got {resources!r}")
+    for key, value in resources.items():
+        if key not in _RESOURCES:
+            raise ValidationError(f"resources[{key!r}] is not a resource hint; expected one "
+                                  f"of {sorted(_RESOURCES)}")
+        integral = key in ("cpus", "gpus")
+        ok = (isinstance(value, numbers.Integral if integral else numbers.Real)
+              and not isinstance(value, bool)
+              and (value >= 0 if key == "gpus" else value > 0))
+        if not ok:
+            raise ValidationError(f"resources[{key!r}]={value!r}: expected "
+                                  f"{_RESOURCES[key]}")
+    return dict(resources)

@@ -110,3 +110,23 @@ class MemoryHungryClassifier(FailingClassifier):
         super().fit(X, y)
         self.held_ = float(block[:1].sum())
         return self
+
+
+class DeviceRecordingClassifier(FailingClassifier):
+    """Records ``CUDA_VISIBLE_DEVICES``, start and end of each fit in ``log_dir``."""
+
+    def __init__(self, C=1.0, log_dir=None, delay=0.2):
+        super().__init__(C=C)
+        self.log_dir = log_dir
+        self.delay = delay
+
+    def fit(self, X, y):
+        import time
+        import uuid
+
+        start = time.time()
+        time.sleep(self.delay)
+        super().fit(X, y)
+        with open(os.path.join(self.log_dir, uuid.uuid4().hex), "w") as fh:
+            fh.write(f"{os.environ.get('CUDA_VISIBLE_DEVICES')} {start} {time.time()}\n")
+        return self

@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 import os
 import subprocess
+import warnings
 
 # BrokenExecutor (the base of BrokenExecutor) keeps multiprocessing and
 # loky out of `mempamal status`, which instantiates this backend too
@@ -61,6 +62,7 @@ class LocalBackend(Backend):
     def run(self, workflow) -> RunReport:
         """Run every pending task, dependencies first; wait; raise on failures."""
         wd = workflow.workdir
+        check_gpus(workflow.pending(), machine_gpus())
         with run_lock(wd, f"local run (n_jobs={self.opts['n_jobs']})"):
             wd.remove_temporaries()
             report = _DagRun(workflow, self.opts).execute()
@@ -85,6 +87,10 @@ class _DagRun:
                 self.children.setdefault(d, []).append(tid)
         self.report = RunReport()
         self.deaths: dict[str, int] = {}
+        # GPU tasks get devices of their own, in a fresh interpreter each
+        # (CUDA reads CUDA_VISIBLE_DEVICES once per process)
+        self.free_gpus = machine_gpus()
+        self.held: dict[Future, list[str]] = {}
         # depth in the DAG (0 for tasks without dependencies), in workflow order
         self.order, self.depth = {}, {}
         for k, (tid, t) in enumerate(workflow.tasks.items()):
@@ -102,6 +108,7 @@ class _DagRun:
                 pool = self._pool()
                 try:
                     self._drive(pool)
+                    self.gpu_pool.shutdown(wait=True)
                     if self.opts["subprocess"]:
                         pool.shutdown(wait=True)
                     break
@@ -117,6 +124,7 @@ class _DagRun:
 
     def _pool(self):
         n = min(self.opts["n_jobs"], len(self.todo))
+        self.gpu_pool = ThreadPoolExecutor(max(1, len(self.free_gpus)))
         if self.opts["subprocess"]:
             return ThreadPoolExecutor(n)
         return _process_pool(n)
@@ -134,14 +142,12 @@ class _DagRun:
         running: dict[Future, str] = {}
         ready = [self._priority(t) for t, w in self.waiting.items() if not w]
         heapq.heapify(ready)
-        capacity = self.opts["n_jobs"] + 1
         while ready or running:
-            while ready and len(running) < capacity:
-                tid = heapq.heappop(ready)[-1]
-                running[self._start(pool, tid)] = tid
+            self._start_ready(pool, ready, running)
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for fut in finished:
                 tid = running.pop(fut)
+                self.free_gpus.extend(self.held.pop(fut, []))
                 try:
                     outcome = fut.result()
                 except BrokenExecutor:
@@ -149,6 +155,41 @@ class _DagRun:
                     raise
                 for child in self._finished(tid, outcome):
                     heapq.heappush(ready, self._priority(child))
+
+    def _start_ready(self, pool, ready: list, running: dict) -> None:
+        """Start ready tasks, best first, while cores (and devices) allow.
+
+        ``n_jobs`` tasks run at once; one more CPU task waits in the pool's
+        queue so that a worker never idles between two tasks. A GPU task
+        waits for free devices, letting CPU tasks behind it start.
+        """
+        n_jobs = self.opts["n_jobs"]
+        deferred = []
+        while ready:
+            prio = heapq.heappop(ready)
+            tid = prio[-1]
+            on_gpu = sum(1 for f in running if f in self.held)
+            need = gpus_of(self.wf.tasks[tid])
+            if need:
+                if need <= len(self.free_gpus) and len(running) < n_jobs:
+                    running[self._start_gpu(tid, need)] = tid
+                else:
+                    deferred.append(prio)
+                continue
+            if len(running) - on_gpu >= n_jobs - on_gpu + (0 if on_gpu else 1):
+                deferred.append(prio)
+                break
+            running[self._start(pool, tid)] = tid
+        for prio in deferred:
+            heapq.heappush(ready, prio)
+
+    def _start_gpu(self, tid: str, need: int) -> Future:
+        self.waiting.pop(tid, None)
+        devices, self.free_gpus = self.free_gpus[:need], self.free_gpus[need:]
+        fut = self.gpu_pool.submit(_run_subprocess, self.root, self.wf.tasks[tid],
+                                   self.opts["python"], {"CUDA_VISIBLE_DEVICES": ",".join(devices)})
+        self.held[fut] = devices
+        return fut
 
     def _priority(self, tid: str) -> tuple:
         return (-self.depth[tid], self.order[tid], tid)
@@ -209,11 +250,11 @@ class _DagRun:
         running.clear()
 
 
-def _run_subprocess(root: str, task, python) -> TaskOutcome:
-    """Run a task's real shell command from the workdir."""
+def _run_subprocess(root: str, task, python, env: dict | None = None) -> TaskOutcome:
+    """Run a task's real shell command from the workdir (with ``env`` added)."""
     proc = subprocess.run(task.command(python), cwd=root, stdin=subprocess.DEVNULL,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          check=False)
+                          check=False, env={**os.environ, **env} if env else None)
     if proc.returncode == 0:
         return TaskOutcome(task.id, True)
     from ..workdir import Workdir
@@ -221,6 +262,46 @@ def _run_subprocess(root: str, task, python) -> TaskOutcome:
     meta = read_meta(Workdir(root), task.id) or {}
     why = meta.get("error") or f"exit status {proc.returncode}: {proc.stdout[-500:]}"
     return TaskOutcome(task.id, False, error=why, error_type=meta.get("error_type"))
+
+
+def gpus_of(task) -> int:
+    """GPUs a task asks for (its ``gpus`` resource hint)."""
+    return int(task.resources.get("gpus") or 0)
+
+
+def machine_gpus() -> list[str]:
+    """The GPU devices this machine lends to tasks, as ``CUDA_VISIBLE_DEVICES`` names them.
+
+    The current ``CUDA_VISIBLE_DEVICES`` when it is set (SLURM sets it on a
+    GPU allocation), otherwise the devices NVML reports (``nvidia-ml-py``).
+    """
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
+    try:
+        import pynvml
+    except ImportError:
+        return []
+    try:
+        pynvml.nvmlInit()
+        return [str(k) for k in range(pynvml.nvmlDeviceGetCount())]
+    except Exception as exc:  # noqa: BLE001 - NVML present but failing
+        warnings.warn(f"NVML is installed but failed ({exc}); CUDA_VISIBLE_DEVICES is not "
+                      "set either: no GPU is lent to tasks", stacklevel=2)
+        return []
+
+
+def check_gpus(tasks, devices: list[str]) -> None:
+    """Refuse, before the run, a task that needs more GPUs than the machine has."""
+    for task in tasks:
+        need = gpus_of(task)
+        if need > len(devices):
+            where = os.environ.get("CUDA_VISIBLE_DEVICES")
+            seen = (f"CUDA_VISIBLE_DEVICES={where!r}" if where is not None
+                    else "NVML (nvidia-ml-py)" if devices else "no CUDA_VISIBLE_DEVICES, no NVML")
+            raise ValidationError(f"task {task.id} needs {need} GPU(s) but this machine lends "
+                                  f"{len(devices)} ({seen}); lower resources['gpus'] or run "
+                                  "where there are more")
 
 
 def _kill_pool(pool) -> None:

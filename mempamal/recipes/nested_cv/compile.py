@@ -14,7 +14,7 @@ from ...compiler import check_disk_space, existing_workflow, nbytes, versions, w
 from ...errors import ValidationError
 from ...pickling import dump_pickle, dumps, fingerprint
 from ...splits import compute_splits
-from ...validation import check_data, check_non_finite
+from ...validation import check_data, check_non_finite, check_resources
 from ...workdir import Workdir, save_npz
 from ...workflow import Workflow, gc_paused, sha256_file
 from .dag import build_tasks
@@ -30,6 +30,7 @@ def compile_experiment(exp, workdir, X, y=None, groups=None, *, params=None,
                        chunk_size=None, python=None, resources=None, reuse=None) -> Workflow:
     """See :meth:`mempamal.Experiment.compile`."""
     check_data(X, y, groups)
+    resources = check_resources(resources)
     X, y, groups = (_as_array(a) for a in (X, y, groups))
     n_samples = _num_samples(X)
     params = check_params(params, exp.estimator, n_samples)

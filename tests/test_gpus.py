@@ -1,0 +1,78 @@
+"""GPUs shared out by the local executor, tested through CUDA_VISIBLE_DEVICES (no GPU here)."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import DeviceRecordingClassifier, iris
+
+from mempamal import Experiment, ValidationError
+from mempamal.runner import read_meta
+
+
+def _exp(log_dir):
+    return Experiment(DeviceRecordingClassifier(log_dir=str(log_dir)),
+                      param_grid={"C": [0.1, 1.0, 10.0, 100.0]}, cv=2, inner_cv=2)
+
+
+def test_each_gpu_task_gets_a_device_of_its_own(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    logs = tmp_path / "fits"
+    logs.mkdir()
+    X, y = iris()
+    # 8 fit tasks (2 outer x 2 inner x 2 chunks) + 2 selects + aggregate, all on 1 GPU
+    wf = _exp(logs).compile(tmp_path / "w", X, y, chunk_size=2, resources={"gpus": 1})
+    assert sum(t.kind == "fit" for t in wf.tasks.values()) == 8
+    wf.run("local", n_jobs=4, progress=False)
+    spans = []
+    for tid in wf.tasks:
+        meta = read_meta(wf.workdir, tid)
+        assert meta["state"] == "done"
+        assert meta["cuda_visible_devices"] in ("3", "5"), meta  # exactly one of the two
+        spans.append((meta["cuda_visible_devices"], meta["start"], meta["end"], tid))
+    for device in ("3", "5"):
+        mine = sorted(s for s in spans if s[0] == device)
+        for (_, _, end, a), (_, start, _, b) in zip(mine, mine[1:]):
+            assert start >= end, f"{a} and {b} held GPU {device} at the same time"
+    # the fits saw the devices too (in the estimator, as CUDA code would)
+    seen = {p.read_text().split()[0] for p in logs.iterdir()}
+    assert seen <= {"3", "5"} and seen
+
+
+def test_cpu_tasks_fill_the_cores_beside_gpu_tasks(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    X, y = iris()
+    logs = tmp_path / "fits"
+    logs.mkdir()
+    wf = _exp(logs).compile(tmp_path / "w", X, y, chunk_size=2)
+    for task in wf.tasks.values():  # the outer split 0 on the GPU, the rest on CPUs
+        if task.args.get("o") == 0:
+            task.resources = {"cpus": 1, "gpus": 1}
+    wf.run("local", n_jobs=2, progress=False)
+    metas = {tid: read_meta(wf.workdir, tid) for tid in wf.tasks}
+    assert all(m["state"] == "done" for m in metas.values())
+    assert {m["cuda_visible_devices"] for t, m in metas.items()
+            if wf.tasks[t].args.get("o") == 0} == {"0"}
+
+
+def test_a_task_needing_more_gpus_than_exist_is_refused_before_the_run(tmp_path,
+                                                                        monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    X, y = iris()
+    wf = _exp(tmp_path).compile(tmp_path / "w", X, y, resources={"gpus": 3})
+    with pytest.raises(ValidationError, match=r"needs 3 GPU\(s\) but this machine lends 2 "
+                                              r"\(CUDA_VISIBLE_DEVICES='3,5'\)"):
+        wf.run("local", n_jobs=2, progress=False)
+    assert not any(read_meta(wf.workdir, t) for t in wf.tasks)
+
+
+@pytest.mark.parametrize("resources, match", [
+    ({"gpus": -1}, "expected a non-negative int"),
+    ({"gpus": 1.5}, "expected a non-negative int"),
+    ({"gpu": 1}, "not a resource hint"),
+    ({"cpus": 0}, "expected a positive int"),
+])
+def test_bad_resource_hints_are_refused_at_compile(tmp_path, resources, match):
+    X, y = iris()
+    with pytest.raises(ValidationError, match=match):
+        _exp(tmp_path).compile(tmp_path / "w", X, y, resources=resources)
+    assert not (tmp_path / "w").exists()
