@@ -38,6 +38,27 @@ def fit_and_score(estimator, X, y, *, scorer, train, test, parameters, fit_param
     return _fit_and_score(estimator, X, y, **kwargs)
 
 
+def check_scoring(estimator, scoring, *, raise_exc: bool = True):
+    """The scorer ``GridSearchCV`` and ``cross_validate`` build from ``scoring``.
+
+    A list, tuple, set or dict gives one ``_MultimetricScorer`` that raises a
+    metric's error when ``raise_exc`` (``error_score="raise"``) and otherwise
+    records it as that metric's score. scikit-learn >= 1.6 builds it in
+    ``check_scoring(..., raise_exc=)``; 1.5's ``check_scoring`` has no
+    ``raise_exc`` and its search builds the multimetric scorer inline.
+    """
+    from sklearn.metrics import check_scoring as _check_scoring
+
+    if "raise_exc" in inspect.signature(_check_scoring).parameters:
+        return _check_scoring(estimator, scoring=scoring, raise_exc=raise_exc)
+    if isinstance(scoring, (list, tuple, set, dict)):
+        from sklearn.metrics._scorer import _check_multimetric_scoring, _MultimetricScorer
+
+        scorers = _check_multimetric_scoring(estimator, scoring=scoring)
+        return _MultimetricScorer(scorers=scorers, raise_exc=raise_exc)
+    return _check_scoring(estimator, scoring=scoring)
+
+
 def param_columns(candidates: list[dict]) -> dict:
     """The ``param_<name>`` masked arrays of ``cv_results_``, as scikit-learn builds them."""
     try:
@@ -48,14 +69,29 @@ def param_columns(candidates: list[dict]) -> dict:
 
 
 def _param_columns_inline(candidates: list[dict]) -> dict:
-    n = len(candidates)
+    # scikit-learn 1.5's BaseSearchCV._format_results, line for line: a
+    # column gets the candidates' common numpy dtype, object if they have none
+    from collections import defaultdict
+
+    n_candidates = len(candidates)
+    param_results = defaultdict(dict)
+    for cand_idx, params in enumerate(candidates):
+        for name, value in params.items():
+            param_results[f"param_{name}"][cand_idx] = value
     out = {}
-    for name in sorted({k for c in candidates for k in c}):
-        arr = np.ma.MaskedArray(np.empty(n, dtype=object), mask=True)
-        for i, cand in enumerate(candidates):
-            if name in cand:
-                arr[i] = cand[name]
-        out[f"param_{name}"] = arr
+    for key, param_result in param_results.items():
+        param_list = list(param_result.values())
+        try:
+            arr_dtype = np.result_type(*param_list)
+        except TypeError:
+            arr_dtype = object
+        if len(param_list) == n_candidates and np.dtype(arr_dtype) != np.dtype(object):
+            out[key] = np.ma.MaskedArray(param_list, mask=False, dtype=arr_dtype)
+        else:
+            ma = np.ma.MaskedArray(np.empty(n_candidates), mask=True, dtype=arr_dtype)
+            for index, value in param_result.items():
+                ma[index] = value
+            out[key] = ma
     return out
 
 
