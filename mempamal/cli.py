@@ -208,6 +208,27 @@ def export(workdir, mlflow_uri, experiment_name):
                f"{done['children']} child run(s)")
 
 
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def queue(as_json):
+    """The local runs of this machine, running and waiting, oldest first."""
+    import time
+
+    from .slots import live_tickets, n_cpu_slots, slots_dir
+
+    tickets = live_tickets()
+    if as_json:
+        click.echo(json.dumps(tickets, indent=1))
+        return
+    click.echo(f"mempamal: {len(tickets)} local run(s) on {n_cpu_slots()} CPU slot(s) "
+               f"({slots_dir()})")
+    for t in tickets:
+        state = "waiting" if t.get("waiting") and not t.get("held") else "running"
+        age = time.time() - t["submitted"]
+        click.echo(f"  {state:8} {t['done']}/{t['total']} tasks  {t['held']} slot(s)  "
+                   f"pid {t['pid']}  {age:.0f}s  {t['workdir']}")
+
+
 @cli.command(name="run-task")
 @workdir_arg
 @click.argument("task_ids", nargs=-1)

@@ -47,3 +47,11 @@ def hostile_dir(tmp_path):
     d = tmp_path / "we ird 'q\" $(touch PWNED) `x` ; é"
     d.mkdir()
     return d
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _own_machine_slots(tmp_path_factory):
+    """Local runs share the machine's slots (mempamal.slots): the suite gets its own set,
+    so that it does not wait for (or hold up) another user's runs on this machine."""
+    os.environ["MEMPAMAL_SLOTS_DIR"] = str(tmp_path_factory.mktemp("slots"))
+    yield

@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 import os
 import subprocess
+import time
 import warnings
 
 # BrokenExecutor (the base of BrokenExecutor) keeps multiprocessing and
@@ -27,6 +28,8 @@ from .base import Backend, RunReport, resume_in_background
 MAX_WORKER_DEATHS = 2
 #: idle workers exit after this long
 WORKER_IDLE_SECONDS = 120
+#: seconds between two looks at the machine's slots while other runs hold them
+POLL_SECONDS = 0.05
 
 
 class LocalBackend(Backend):
@@ -42,10 +45,15 @@ class LocalBackend(Backend):
         Show a progress bar (None: when standard error is a terminal).
     python : str or None
         Interpreter for subprocess mode (default: the one compiled in).
+    share_machine : bool
+        Share the machine's CPUs and GPUs with the other local runs of this
+        user (:mod:`mempamal.slots`): later runs wait for free slots, in
+        submission order. False: run as if alone.
     """
 
     name = "local"
-    options = {"n_jobs": None, "subprocess": False, "progress": None, "python": None}
+    options = {"n_jobs": None, "subprocess": False, "progress": None, "python": None,
+               "share_machine": True}
 
     def validate(self) -> None:
         n = self.opts["n_jobs"]
@@ -53,6 +61,9 @@ class LocalBackend(Backend):
             self.opts["n_jobs"] = os.cpu_count() or 1
         elif not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValidationError(f"n_jobs must be a positive int or -1, got {n!r}")
+        if not isinstance(self.opts["share_machine"], bool):
+            raise ValidationError("share_machine must be true or false, got "
+                                  f"{self.opts['share_machine']!r}")
 
     def submit(self, workflow):
         """Run in a detached background process; return its ``Popen``."""
@@ -91,6 +102,7 @@ class _DagRun:
         # (CUDA reads CUDA_VISIBLE_DEVICES once per process)
         self.free_gpus = machine_gpus()
         self.held: dict[Future, list[str]] = {}
+        self.slot_of: dict[Future, list[str]] = {}  # machine slots of each task in flight
         # depth in the DAG (0 for tasks without dependencies), in workflow order
         self.order, self.depth = {}, {}
         for k, (tid, t) in enumerate(workflow.tasks.items()):
@@ -102,25 +114,34 @@ class _DagRun:
             return self.report
         from .progress import RunProgress
 
-        with RunProgress(len(self.todo), self.opts["progress"]) as bar:
-            self.bar = bar
-            while True:
-                pool = self._pool()
-                try:
-                    self._drive(pool)
-                    self.gpu_pool.shutdown(wait=True)
-                    if self.opts["subprocess"]:
-                        pool.shutdown(wait=True)
-                    break
-                except BrokenExecutor:
-                    # a worker died (OOM killer, segfault): retry what was in
-                    # flight on a fresh pool
-                    _forget_pool()
-                    continue
-                except BaseException:
-                    _kill_pool(pool)
-                    raise
+        self.slots = _machine_slots(self.root, len(self.todo), self.opts["share_machine"])
+        try:
+            with RunProgress(len(self.todo), self.opts["progress"]) as bar:
+                self.bar = bar
+                self._execute_rounds()
+        finally:
+            if self.slots is not None:
+                self.slots.close()
         return self.report
+
+    def _execute_rounds(self) -> None:
+        while True:
+            pool = self._pool()
+            try:
+                self._drive(pool)
+                self.gpu_pool.shutdown(wait=True)
+                if self.opts["subprocess"]:
+                    pool.shutdown(wait=True)
+                break
+            except BrokenExecutor:
+                # a worker died (OOM killer, segfault): retry what was in
+                # flight on a fresh pool
+                self._release_all()
+                _forget_pool()
+                continue
+            except BaseException:
+                _kill_pool(pool)
+                raise
 
     def _pool(self):
         n = min(self.opts["n_jobs"], len(self.todo))
@@ -143,11 +164,15 @@ class _DagRun:
         ready = [self._priority(t) for t, w in self.waiting.items() if not w]
         heapq.heapify(ready)
         while ready or running:
-            self._start_ready(pool, ready, running)
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            blocked = self._start_ready(pool, ready, running)
+            # waiting for slots other experiments hold: look again soon
+            timeout = POLL_SECONDS if blocked else None
+            finished = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)[0] \
+                if running else _sleep(timeout)
             for fut in finished:
                 tid = running.pop(fut)
                 self.free_gpus.extend(self.held.pop(fut, []))
+                self._release(fut)
                 try:
                     outcome = fut.result()
                 except BrokenExecutor:
@@ -156,32 +181,70 @@ class _DagRun:
                 for child in self._finished(tid, outcome):
                     heapq.heappush(ready, self._priority(child))
 
-    def _start_ready(self, pool, ready: list, running: dict) -> None:
+    def _start_ready(self, pool, ready: list, running: dict) -> bool:
         """Start ready tasks, best first, while cores (and devices) allow.
 
         ``n_jobs`` tasks run at once; one more CPU task waits in the pool's
         queue so that a worker never idles between two tasks. A GPU task
-        waits for free devices, letting CPU tasks behind it start.
+        waits for free devices, letting CPU tasks behind it start. Every task
+        in flight holds its machine slots (see :mod:`mempamal.slots`).
+        Returns True when a task could start but for slots other
+        experiments hold.
         """
         n_jobs = self.opts["n_jobs"]
-        deferred = []
+        deferred, blocked = [], False
         while ready:
             prio = heapq.heappop(ready)
             tid = prio[-1]
+            task = self.wf.tasks[tid]
             on_gpu = sum(1 for f in running if f in self.held)
-            need = gpus_of(self.wf.tasks[tid])
+            need = gpus_of(task)
             if need:
-                if need <= len(self.free_gpus) and len(running) < n_jobs:
-                    running[self._start_gpu(tid, need)] = tid
-                else:
+                if need > len(self.free_gpus) or len(running) >= n_jobs:
                     deferred.append(prio)
-                continue
-            if len(running) - on_gpu >= n_jobs - on_gpu + (0 if on_gpu else 1):
-                deferred.append(prio)
-                break
-            running[self._start(pool, tid)] = tid
+                    continue
+                slots = self._acquire(task, self.free_gpus[:need])
+                if slots is None:
+                    deferred.append(prio)
+                    blocked = True
+                    continue
+                fut = self._start_gpu(tid, need)
+            else:
+                if len(running) - on_gpu >= n_jobs - on_gpu + (0 if on_gpu else 1):
+                    deferred.append(prio)
+                    break
+                slots = self._acquire(task, [])
+                if slots is None:
+                    deferred.append(prio)
+                    blocked = True
+                    break
+                fut = self._start(pool, tid)
+            running[fut] = tid
+            self.slot_of[fut] = slots
         for prio in deferred:
             heapq.heappush(ready, prio)
+        if self.slots is not None:
+            self.slots.set_waiting(blocked and len(running) < n_jobs)
+        return blocked
+
+    def _acquire(self, task, gpus: list[str]) -> list[str] | None:
+        if self.slots is None:
+            return []
+        cpus = min(int(task.resources.get("cpus") or 1), self.slots.n_cpus)
+        return self.slots.try_acquire(cpus, gpus)
+
+    def _release(self, fut) -> None:
+        names = self.slot_of.pop(fut, [])
+        if self.slots is not None:
+            if names:
+                self.slots.release(names)
+            self.slots.task_done()
+
+    def _release_all(self) -> None:
+        for fut in list(self.slot_of):
+            names = self.slot_of.pop(fut)
+            if self.slots is not None and names:
+                self.slots.release(names)
 
     def _start_gpu(self, tid: str, need: int) -> Future:
         self.waiting.pop(tid, None)
@@ -262,6 +325,25 @@ def _run_subprocess(root: str, task, python, env: dict | None = None) -> TaskOut
     meta = read_meta(Workdir(root), task.id) or {}
     why = meta.get("error") or f"exit status {proc.returncode}: {proc.stdout[-500:]}"
     return TaskOutcome(task.id, False, error=why, error_type=meta.get("error_type"))
+
+
+def _sleep(seconds) -> set:
+    time.sleep(seconds or POLL_SECONDS)
+    return set()
+
+
+def _machine_slots(root: str, total: int, enabled: bool):
+    """The run's share of the machine's slots (None: shared with nobody)."""
+    if not enabled:
+        return None
+    from ..slots import MachineSlots
+
+    try:
+        return MachineSlots(root, total)
+    except OSError as exc:  # an unwritable home, say: run alone, and say so
+        warnings.warn(f"cannot use the machine's shared slots ({exc}); this run does "
+                      "not coordinate with other local runs", stacklevel=3)
+        return None
 
 
 def gpus_of(task) -> int:

@@ -1,0 +1,92 @@
+"""A queue of experiments on one machine, with no daemon: shared CPU slots."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+from helpers import SleepyClassifier, iris
+from sklearn.model_selection import GridSearchCV, cross_validate
+
+from mempamal import Experiment, load_results
+from mempamal.runner import read_meta
+from mempamal.workflow import Workflow
+
+
+def _compile(path, delay=0.15):
+    X, y = iris()
+    exp = Experiment(SleepyClassifier(delay=delay), param_grid={"C": [0.1, 1.0]}, cv=2,
+                     inner_cv=2)
+    return exp.compile(path, X, y, chunk_size=1)
+
+
+def _max_concurrency(spans) -> int:
+    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+    now = peak = 0
+    for _, step in events:
+        now += step
+        peak = max(peak, now)
+    return peak
+
+
+def _submit(work, env):
+    return subprocess.Popen([sys.executable, "-m", "mempamal", "resume", str(work), "-j", "2",
+                             "-o", "progress=false"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def test_three_experiments_never_run_more_tasks_than_cpu_slots(tmp_path):
+    env = {**os.environ, "MEMPAMAL_SLOTS_DIR": str(tmp_path / "slots"),
+           "MEMPAMAL_CPU_SLOTS": "2"}
+    flows = [_compile(tmp_path / f"w{k}") for k in range(3)]
+    procs = []
+    for wf in flows:
+        procs.append(_submit(wf.workdir.root, env))
+        time.sleep(0.3)  # submission order
+    seen_queue = subprocess.run([sys.executable, "-m", "mempamal", "queue", "--json"],
+                                env=env, capture_output=True, text=True)
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read()
+    listed = json.loads(seen_queue.stdout)
+    assert 1 <= len(listed) <= 3 and all("workdir" in t for t in listed)
+    spans, starts = [], []
+    for wf in flows:
+        metas = [read_meta(wf.workdir, t) for t in wf.tasks]
+        assert all(m["state"] == "done" for m in metas)
+        spans += [(m["start"], m["end"]) for m in metas]
+        starts.append(min(m["start"] for m in metas))
+    assert _max_concurrency(spans) <= 2
+    assert starts == sorted(starts)  # served in submission order
+    X, y = iris()
+    oracle = cross_validate(GridSearchCV(SleepyClassifier(delay=0.0), {"C": [0.1, 1.0]}, cv=2),
+                            X, y, cv=2)
+    for wf in flows:  # the same results as alone: sklearn's
+        np.testing.assert_allclose(load_results(wf.workdir.root).test_scores(),
+                                   oracle["test_score"], rtol=0, atol=1e-12)
+
+
+def test_a_killed_executor_frees_its_slots(tmp_path):
+    env = {**os.environ, "MEMPAMAL_SLOTS_DIR": str(tmp_path / "slots"),
+           "MEMPAMAL_CPU_SLOTS": "1"}
+    slow = _compile(tmp_path / "slow", delay=2.0)
+    proc = _submit(slow.workdir.root, env)
+    deadline = time.time() + 60
+    while not any(read_meta(slow.workdir, t) for t in slow.tasks):
+        assert time.time() < deadline, "the first run never started"
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)  # executor and workers, holding the only slot
+    proc.wait()
+    fast = _compile(tmp_path / "fast", delay=0.0)
+    started = time.time()
+    other = _submit(fast.workdir.root, env)
+    assert other.wait(timeout=120) == 0, other.stderr.read()
+    assert time.time() - started < 60
+    assert Workflow.load(fast.workdir.root).pending() == []
+    listed = subprocess.run([sys.executable, "-m", "mempamal", "queue", "--json"], env=env,
+                            capture_output=True, text=True)
+    assert json.loads(listed.stdout) == []  # the dead run's ticket is gone
