@@ -25,6 +25,8 @@ for name in ("scikit-learn", "numpy", "scipy", "pandas", "joblib", "threadpoolct
     if name not in floors:
         sys.exit(f"[oldest] pyproject.toml has no '{name}>=X' floor to test")
     print(f"{name}=={floors[name]}")
+if "cloudpickle" in floors:  # pickling.py's, once pyproject declares it
+    print(f"cloudpickle=={floors['cloudpickle']}")
 PY
     echo "[oldest] installing mempamal[test] into $VENV with" $(cat "$VENV/oldest-constraints.txt") >&2
     "$VENV/bin/python" -m pip install -q --upgrade pip
