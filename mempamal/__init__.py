@@ -20,7 +20,7 @@ from .errors import (
 # imported on first use, so that `mempamal status` does not pay for
 # scikit-learn and pandas, which it does not need
 _LAZY = {"Experiment": "experiment", "Results": "results", "load_results": "results",
-         "Task": "workflow", "Workflow": "workflow"}
+         "Task": "workflow", "Workflow": "workflow", "Sweep": "sweep"}
 
 
 def __getattr__(name):
@@ -37,7 +37,8 @@ def load_workflow(workdir):
 
 
 __all__ = [
-    "BackendError", "Experiment", "MempamalError", "Results", "Task", "TaskFailedError",
+    "BackendError", "Experiment", "MempamalError", "Results", "Sweep", "Task",
+    "TaskFailedError",
     "ValidationError", "Workflow", "WorkdirError", "WorkdirLockedError", "__version__",
     "load_results", "load_workflow",
 ]

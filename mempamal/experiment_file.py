@@ -4,6 +4,10 @@ The file must define ``experiment`` (an :class:`~mempamal.Experiment`) and
 either ``X`` and ``y`` (optionally ``groups``) or a function ``load_data()``
 returning ``(X, y)`` or ``(X, y, groups)``. It may define ``compile_options``
 (a dict passed to :meth:`~mempamal.Experiment.compile`, e.g. ``chunk_size``).
+
+Or it defines ``sweep`` (a :class:`~mempamal.Sweep`), which needs no data;
+its ``compile_options`` go to :meth:`~mempamal.Sweep.compile`
+(``resources``, ``trials_per_task``).
 """
 
 from __future__ import annotations
@@ -34,16 +38,23 @@ def run_user_file(path) -> dict:
 
 
 def load_experiment_file(path) -> tuple[Experiment, tuple, dict]:
-    """Run ``path``; return ``(experiment, (X, y, groups), compile_options)``."""
+    """Run ``path``; return ``(experiment, (X, y, groups), compile_options)``.
+
+    For a file that defines ``sweep``: ``(sweep, None, compile_options)``.
+    """
+    from .sweep import Sweep
+
     path = Path(path)
     if not path.is_file():
         raise ValidationError(f"experiment file {str(path)!r} does not exist")
     ns = run_user_file(path)
     exp = ns.get("experiment")
+    if isinstance(ns.get("sweep"), Sweep) and exp is None:
+        return ns["sweep"], None, dict(ns.get("compile_options", {}))
     if not isinstance(exp, Experiment):
         raise ValidationError(
-            f"{str(path)!r} must define `experiment = mempamal.Experiment(...)`; "
-            f"found {type(exp).__name__}"
+            f"{str(path)!r} must define `experiment = mempamal.Experiment(...)` or "
+            f"`sweep = mempamal.Sweep(...)`; found {type(exp).__name__}"
         )
     if "load_data" in ns:
         data = tuple(ns["load_data"]())

@@ -62,21 +62,42 @@ def gpu_memory_mb(pid: int | None = None) -> float | None:
         return None
 
 
-@dataclass
+#: measurements under way in this process, outermost first
+_ACTIVE: list[TaskUsage] = []
+
+
+@dataclass(eq=False)  # compared by identity in _ACTIVE
 class TaskUsage:
-    """Counters taken when a task starts; :meth:`stop` gives what it used."""
+    """Counters taken when a task starts; :meth:`stop` gives what it used.
+
+    Measurements nest (a sweep's task measures each of its trials): the
+    peak a nested start resets is carried by the measurements around it.
+    """
 
     wall: float
     cpu: float
     own_peak: bool
+    carried_peak: float = 0.0
 
     @classmethod
     def start(cls) -> TaskUsage:
-        return cls(time.perf_counter(), _cpu_seconds(), _reset_peak())
+        before = _peak_rss_mb() if _ACTIVE else None
+        for outer in _ACTIVE:
+            outer.carried_peak = max(outer.carried_peak, before or 0.0)
+        usage = cls(time.perf_counter(), _cpu_seconds(), _reset_peak())
+        _ACTIVE.append(usage)
+        # one never stopped (a task that found its inputs missing) must not pile
+        # up in a persistent worker: nesting is two deep (task, trial)
+        del _ACTIVE[:-4]
+        return usage
 
     def stop(self) -> dict:
         """``seconds``, ``cpu_seconds``, ``peak_rss_mb``, ``peak_rss_scope``, ``gpu_mem_mb``."""
+        if self in _ACTIVE:
+            _ACTIVE.remove(self)
         peak = _peak_rss_mb() if self.own_peak else None
+        if peak is not None:
+            peak = max(peak, self.carried_peak)
         scope = "task"
         if peak is None:
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

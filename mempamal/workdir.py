@@ -32,6 +32,8 @@ SPLITS_FILE = "splits.npz"
 LOCK_FILE = ".mempamal.lock"
 #: folders of task outputs, by task kind
 OUTPUT_DIRS = ("out/fit", "out/select", "out/final")
+#: a sweep's trial results, their own folders, their reported metrics
+TRIAL_DIRS = ("out/trials", "trials", "logs/trials")
 
 
 class Workdir:
@@ -108,6 +110,28 @@ class Workdir:
     FINAL_CV_RESULTS = "out/final/cv_results.csv"
     FINAL_OUTER_SCORES = "out/final/outer_scores.csv"
 
+    # -- a sweep's files -------------------------------------------------------
+    FINAL_TRIALS = "out/final/trials.csv"
+    #: written by the trial that found the sweep cannot go on; later tasks refuse to start
+    SWEEP_STOP = "out/sweep_stop.json"
+
+    @staticmethod
+    def trial_output(name: str) -> str:
+        """``out/trials/NAME.json``: a finished trial's result (``name``: zero-padded id)."""
+        return f"out/trials/{name}.json"
+
+    def trial_dir(self, name: str) -> Path:
+        """``trials/NAME/``: the trial's own folder, kept across attempts."""
+        return self.root / "trials" / name
+
+    def trial_metrics_file(self, name: str) -> Path:
+        """``logs/trials/NAME.jsonl``: what the trial reported, one JSON line per report."""
+        return self.logs_dir / "trials" / f"{name}.jsonl"
+
+    def trial_journal(self, task_id: str) -> Path:
+        """``logs/TASK.trials.jsonl``: one line per trial a task started (attempts)."""
+        return self.logs_dir / f"{task_id}.trials.jsonl"
+
     def path(self, relative: str) -> Path:
         """Absolute path of a path relative to the workdir."""
         return self.root / relative
@@ -162,8 +186,8 @@ class Workdir:
     def remove_temporaries(self) -> int:
         """Delete temporary files a killed task left; return how many."""
         n = 0
-        for d in (*(self.root / sub for sub in OUTPUT_DIRS), self.data_dir, self.logs_dir,
-                  self.root):
+        for d in (*(self.root / sub for sub in OUTPUT_DIRS + TRIAL_DIRS), self.data_dir,
+                  self.logs_dir, self.root):
             if not d.is_dir():
                 continue
             for entry in os.scandir(d):

@@ -1,0 +1,68 @@
+"""Sweep -> working directory + workflow (the only writer of a new sweep workdir)."""
+
+from __future__ import annotations
+
+import numbers
+
+from ...compiler import check_disk_space, existing_workflow, versions
+from ...errors import ValidationError
+from ...pickling import dump_pickle, fingerprint
+from ...validation import check_resources
+from ...workdir import TRIAL_DIRS, Workdir
+from ...workflow import Workflow, gc_paused
+from .dag import build_tasks, default_trials_per_task, name_width
+
+#: what one trial leaves at least: its result, a journal line, a log line (bytes)
+_BYTES_PER_TRIAL = 2000
+
+
+def compile_sweep(sweep, workdir, *, resources=None, trials_per_task=None,
+                  python=None) -> Workflow:
+    """See :meth:`mempamal.Sweep.compile`."""
+    resources = check_resources(resources)
+    n_trials = sweep.n_trials
+    if trials_per_task is None:
+        trials_per_task = default_trials_per_task(n_trials)
+    elif (not isinstance(trials_per_task, numbers.Integral) or isinstance(trials_per_task, bool)
+          or trials_per_task < 1):
+        raise ValidationError(f"trials_per_task must be a positive int or None, got "
+                              f"{trials_per_task!r}")
+    spec = sweep.spec()
+    # a function given by reference is fingerprinted by its name and, for a
+    # file, by the file's content: editing train.py makes another sweep
+    fp = fingerprint({k: v for k, v in spec.items() if k != "func"} | {
+        "func": spec["func"] if spec["func"] is not None else spec["source"]})
+    wd = Workdir(workdir)
+    existing = existing_workflow(wd, fp)
+    if existing is not None:
+        return existing
+    check_disk_space(wd, n_trials * _BYTES_PER_TRIAL + (1 << 20))
+    wd.create()
+    for sub in TRIAL_DIRS:
+        wd.path(sub).mkdir(mode=0o755, parents=True, exist_ok=True)
+    digests = {"experiment.pkl": dump_pickle(wd.experiment_file, spec)}
+    with gc_paused():
+        tasks = build_tasks(n_trials, int(trials_per_task), python, resources)
+    meta = {
+        "fingerprint": fp,
+        "recipe": "sweep",
+        "n_candidates": sweep.n_candidates, "repeats": sweep.repeats, "n_trials": n_trials,
+        "trials_per_task": int(trials_per_task), "trial_name_width": name_width(n_trials),
+        "metric": sweep.metric, "mode": sweep.mode, "on_error": sweep.on_error,
+        "function": _describe(sweep), "seconds_per_trial": None,
+        "digests": digests,
+        "versions": versions(),
+    }
+    wf = Workflow(wd, tasks, meta)
+    wf.save()  # last: its existence means the compile finished
+    return wf
+
+
+def _describe(sweep) -> str:
+    src = sweep.source
+    if src["kind"] == "file":
+        return f"{src['path']}:{src['name']}"
+    if src["kind"] == "module":
+        return f"{src['module']}:{src['name']}"
+    f = sweep.func
+    return f"{getattr(f, '__module__', '?')}:{getattr(f, '__qualname__', repr(f))}"
