@@ -31,10 +31,14 @@ def _parse_options(pairs, n_jobs=None, address=None) -> dict:
 def _compile(experiment_file, workdir, chunk_size):
     from .experiment_file import load_experiment_file
 
-    exp, (X, y, groups), compile_opts = load_experiment_file(experiment_file)
+    exp, data, compile_opts = load_experiment_file(experiment_file)
+    if data is None:  # a sweep: no data; --chunk-size is its trials per task
+        if chunk_size is not None:
+            compile_opts["trials_per_task"] = chunk_size
+        return exp.compile(workdir, **compile_opts)
     if chunk_size is not None:
         compile_opts["chunk_size"] = chunk_size
-    return exp.compile(workdir, X, y, groups, **compile_opts)
+    return exp.compile(workdir, *data, **compile_opts)
 
 
 backend_opt = click.option("--backend", "-b", default="local", show_default=True,
@@ -62,7 +66,8 @@ def cli():
 @jobs_opt
 @options_opt
 @address_opt
-@click.option("--chunk-size", type=int, default=None, help="Candidates per fit task.")
+@click.option("--chunk-size", type=int, default=None,
+              help="Candidates per fit task (a sweep: trials per task).")
 def run(experiment_file, workdir, backend, n_jobs, options, scheduler_address, chunk_size):
     """Compile EXPERIMENT_FILE into WORKDIR and run it (resumes if already there)."""
     opts = _parse_options(options, n_jobs, scheduler_address)
@@ -118,7 +123,8 @@ def _run(wf, backend, opts) -> None:
 @click.option("--workdir", "-w", required=True, type=click.Path(file_okay=False))
 @click.option("--backend", "-b", default=None, help="Also write this backend's scripts.")
 @options_opt
-@click.option("--chunk-size", type=int, default=None, help="Candidates per fit task.")
+@click.option("--chunk-size", type=int, default=None,
+              help="Candidates per fit task (a sweep: trials per task).")
 def compile_cmd(experiment_file, workdir, backend, options, chunk_size):
     """Compile EXPERIMENT_FILE into WORKDIR; runs nothing."""
     _check_backend(backend, _parse_options(options))
@@ -178,9 +184,10 @@ def verify(workdir):
 
 @cli.command()
 @workdir_arg
-@click.option("--partial", is_flag=True, help="Report finished outer splits only.")
+@click.option("--partial", is_flag=True,
+              help="Report finished outer splits (or trials) only.")
 def results(workdir, partial):
-    """Print the outer scores table and the summary."""
+    """Print the outer scores table and the summary (a sweep: its best trials)."""
     from .results import load_results
 
     _print_results(load_results(workdir, partial=partial))
