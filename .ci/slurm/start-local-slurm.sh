@@ -124,6 +124,11 @@ MailProg=/bin/true
 # accept the advertised CPUs/memory even if they differ from the hardware
 SlurmdParameters=config_overrides
 JobAcctGatherType=jobacct_gather/linux
+# no cgroups to enforce --mem: the gatherer polls each task every second and
+# kills a job past its --mem ("Exceeded job memory limit" in its log; SLURM
+# then says FAILED, not OUT_OF_MEMORY)
+JobAcctGatherParams=OverMemoryKill
+JobAcctGatherFrequency=task=1
 AccountingStorageType=accounting_storage/none
 # finished jobs stay visible to "squeue --states=all" for MinJobAge seconds,
 # and each one is appended to the JobComp file

@@ -10,13 +10,14 @@ See :mod:`.plan` for how tasks become jobs.
 
 from __future__ import annotations
 
+import sys
 import time
 
 from ...lock import run_lock
 from ...workdir import read_meta, write_json
 from ..base import Backend, RunReport, file_status
 from ..progress import RunProgress
-from . import commands, options, scripts
+from . import commands, options, scripts, sizing
 from .commands import ACTIVE_STATES, Record
 from .plan import Job, balanced_lines, plan_jobs
 from .states import assignments, task_states
@@ -142,7 +143,8 @@ class SlurmBackend(Backend):
         self._refuse_if_active(workflow)
         wd.remove_temporaries()
         jobs = self.plan(workflow)
-        scripts.write_scripts(workflow, jobs, self.opts, run_id(workflow))
+        sizes, given = self._sizes(workflow, jobs)
+        scripts.write_scripts(workflow, jobs, self.opts, run_id(workflow), sizes)
         submitted: dict[str, str] = {}
         records: list[Record] = []
         try:
@@ -168,7 +170,21 @@ class SlurmBackend(Backend):
             raise
         if records:
             commands.append_records(jobs_file(workflow), records, "mempamal")
+            sizing.save_sizes(workflow, given)
         return records
+
+    def _sizes(self, workflow, jobs) -> tuple[dict, dict]:
+        """``mem``/``time="auto"``: each job's limits and why (see :mod:`.sizing`)."""
+        if "auto" not in (self.opts["mem"], self.opts["time"]):
+            return {}, {}
+        self.status(workflow)  # names how the last submission's tasks ended (OOM...)
+        limits = commands.partition_limits(self.opts["partition"])
+        sizes, given = sizing.plan_sizes(workflow, jobs, self.opts, limits)
+        for _, notes in sizes.values():
+            for note in notes:
+                if "escalated" in note or "nothing measured" in note or "capped" in note:
+                    print(f"mempamal: slurm: {note}", file=sys.stderr)
+        return sizes, given
 
     def _refuse_if_active(self, workflow) -> None:
         from ...errors import BackendError
@@ -255,10 +271,35 @@ class SlurmBackend(Backend):
         states, updates = task_states(
             file_states, assigned, rows, metas,
             lambda stem: scripts.job_name(self.opts, rid, stem))
+        _name_memory_kills(wd, states, metas, updates)
         for tid, meta in updates.items():
             if meta != metas.get(tid):
                 write_json(wd.meta_file(tid), meta)
         return states
+
+
+def _name_memory_kills(wd, states: dict, metas: dict, updates: dict) -> None:
+    """A failed task whose SLURM log says it went past ``--mem`` ended OUT_OF_MEMORY.
+
+    Without cgroups SLURM calls such a job FAILED; the log has the limit and
+    the peak it saw.
+    """
+    from ...workdir import tail_text
+
+    for tid, state in states.items():
+        meta = updates.get(tid) or metas.get(tid) or {}
+        log = meta.get("scheduler_log")
+        if state != "failed" or not log or meta.get("error_type") == "OUT_OF_MEMORY":
+            continue
+        found = sizing.oom_from_log(tail_text(wd.path(log), 50))
+        if found is None:
+            continue
+        limit, peak = found["mem_limit_mb"], found["mem_peak_mb"]
+        said = (f"its memory went past the job's --mem limit of {limit:.0f} MB (peak seen "
+                f"{peak:.0f} MB)" if limit else "it went past the job's --mem limit")
+        updates[tid] = {**meta, **found, "state": "failed", "error_type": "OUT_OF_MEMORY",
+                        "scheduler_state": "OUT_OF_MEMORY (exceeded job memory limit)",
+                        "error": f"OUT_OF_MEMORY: SLURM killed the task: {said}; see {log}"}
 
 
 def _last_outputs(workflow, todo) -> list[str]:

@@ -109,6 +109,29 @@ def parse_max_array_size(text: str) -> int:
     return DEFAULT_MAX_ARRAY_SIZE
 
 
+def _sinfo(fmt: str, partition: str | None) -> str | None:
+    """``sinfo --noheader --format=FMT`` output, or None when sinfo is missing or fails."""
+    if shutil.which("sinfo") is None:
+        return None
+    argv = ["sinfo", "--noheader", f"--format={fmt}"]
+    if partition:
+        argv.append(f"--partition={partition}")
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                              timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def partition_limits(partition: str | None) -> dict:
+    """``{"max_minutes", "max_mem_mb"}`` of ``partition`` from sinfo ({} if unknown)."""
+    from .sizing import parse_partition_limits
+
+    text = _sinfo("%P %l %m", partition)
+    return {} if text is None else parse_partition_limits(text, partition)
+
+
 def cluster_cpus(partition: str | None) -> int | None:
     """CPUs of ``partition`` (default: the default partition) that can run jobs.
 

@@ -29,17 +29,17 @@ def validate(opts: dict) -> None:
     if opts["job_name"] is None:
         raise ValidationError("job_name must be a string, got None")
     t = opts["time"]
-    if t is not None and not (_is_int(t) and t > 0) and not (
+    if t is not None and t != "auto" and not (_is_int(t) and t > 0) and not (
             isinstance(t, str) and _TIME.match(t)):
         raise ValidationError(
-            f"time must be minutes (a positive int) or a SLURM time such as '90', "
-            f"'1:30:00' or '2-00:00:00', got {t!r}")
+            f"time must be minutes (a positive int), a SLURM time such as '90', "
+            f"'1:30:00' or '2-00:00:00', or 'auto', got {t!r}")
     m = opts["mem"]
-    if m is not None and not (_is_int(m) and m > 0) and not (
+    if m is not None and m != "auto" and not (_is_int(m) and m > 0) and not (
             isinstance(m, str) and _MEM.match(m)):
         raise ValidationError(
-            f"mem must be megabytes (a positive int) or a string such as '4G' or '500M', "
-            f"got {m!r}")
+            f"mem must be megabytes (a positive int), a string such as '4G' or '500M', "
+            f"or 'auto', got {m!r}")
     for key in ("cpus_per_task", "max_parallel", "max_array_size"):
         _check_positive(opts, key, allow_none=True)
     tpj = opts["tasks_per_job"]

@@ -34,8 +34,9 @@ def log_path(name: str, job_id: str, index: int | None) -> str:
     return f"logs/{name}-{job_id}_{index}.out" if index is not None else f"logs/{name}-{job_id}.out"
 
 
-def directives(job: Job, workflow, opts: dict, run_id: str) -> list[str]:
-    """``#SBATCH`` arguments of a job, in a fixed order."""
+def directives(job: Job, workflow, opts: dict, run_id: str, size: dict | None = None
+               ) -> list[str]:
+    """``#SBATCH`` arguments of a job, in a fixed order (``size``: the auto limits)."""
     tasks = [workflow.tasks[t] for t in job.task_ids]
     per_line = max(len(line) for line in job.lines)
 
@@ -48,6 +49,10 @@ def directives(job: Job, workflow, opts: dict, run_id: str) -> list[str]:
     time = opts["time"]
     if time is None and hint("time_min") is not None:
         time = int(hint("time_min")) * per_line
+    if mem == "auto":
+        mem = (size or {}).get("mem")
+    if time == "auto":
+        time = (size or {}).get("time")
     gres = opts["gres"] or (f"gpu:{hint('gpus')}" if hint("gpus") else None)
     out = [f"--job-name={job_name(opts, run_id, job.stem)}", f"--output={log_pattern(job)}"]
     for flag, value in (("--partition", opts["partition"]), ("--account", opts["account"]),
@@ -71,11 +76,12 @@ def task_file_text(job: Job) -> str:
     return "".join(" ".join(line) + "\n" for line in job.lines)
 
 
-def script_text(job: Job, workflow, opts: dict, run_id: str) -> str:
-    """The sbatch script of one job."""
+def script_text(job: Job, workflow, opts: dict, run_id: str, sizing=None) -> str:
+    """The sbatch script of one job (``sizing``: ``(limits, comment lines)`` of auto)."""
     python = opts["python"]
-    common = dict(run_id=run_id, array=job.array, setup=opts["setup"],
-                  directives=directives(job, workflow, opts, run_id))
+    size, notes = sizing or ({}, [])
+    common = dict(run_id=run_id, array=job.array, setup=opts["setup"], notes=notes,
+                  directives=directives(job, workflow, opts, run_id, size))
     first = workflow.tasks[job.lines[0][0]].command(python, ".")
     if not job.array and len(job.task_ids) == 1:
         return render("slurm/job.sbatch.j2", opts["template_dir"],
@@ -110,8 +116,12 @@ def submit_text(jobs: list[Job], opts: dict, run_id: str) -> str:
                   jobs_file=JOBS_FILE, submissions=lines)
 
 
-def write_scripts(workflow, jobs: list[Job], opts: dict, run_id: str) -> list:
-    """Write every script, task file and submit.sh into ``WORKDIR/slurm/``; return the paths."""
+def write_scripts(workflow, jobs: list[Job], opts: dict, run_id: str,
+                  sizes: dict | None = None) -> list:
+    """Write every script, task file and submit.sh into ``WORKDIR/slurm/``; return the paths.
+
+    ``sizes``: ``{stem: (limits, comment lines)}`` for ``mem``/``time="auto"``.
+    """
     out_dir = workflow.workdir.backend_dir("slurm")
     paths = []
     keep = {"submit.sh", JOBS_FILE}
@@ -121,7 +131,8 @@ def write_scripts(workflow, jobs: list[Job], opts: dict, run_id: str) -> list:
         paths.append(out_dir / f"{job.stem}.tasks")
         write_text(paths[-1], task_file_text(job))
         paths.append(out_dir / f"{job.stem}.sbatch")
-        write_text(paths[-1], script_text(job, workflow, opts, run_id))
+        write_text(paths[-1], script_text(job, workflow, opts, run_id,
+                                          (sizes or {}).get(job.stem)))
     paths.append(out_dir / "submit.sh")
     write_text(paths[-1], submit_text(jobs, opts, run_id))
     paths[-1].chmod(0o755)

@@ -54,9 +54,9 @@ def compile_experiment(exp, workdir, X, y=None, groups=None, *, params=None,
     digests["experiment.pkl"] = dump_pickle(wd.experiment_file, spec)
     save_npz(wd.splits_file, splits.to_arrays())
     digests["splits.npz"] = sha256_file(wd.splits_file)
-    seconds_per_fit = None
+    seconds_per_fit, fit_peak_mb = None, None
     if chunk_size is None:
-        chunk_size, seconds_per_fit = _auto_chunk_size(spec, X, y, splits)
+        chunk_size, seconds_per_fit, fit_peak_mb = _auto_chunk_size(spec, X, y, splits)
     n_inner = [splits.n_inner(o) for o in range(splits.n_outer)]
     cand_chunks = None
     if index is not None:  # reused candidates in chunks of their own: written now
@@ -75,6 +75,8 @@ def compile_experiment(exp, workdir, X, y=None, groups=None, *, params=None,
         # measured once at compile (None when chunk_size was given): lets
         # cluster backends pack tasks per job without timing anything again
         "seconds_per_fit": seconds_per_fit,
+        # the compile process's peak memory while it fitted (SLURM mem="auto")
+        "fit_peak_mb": fit_peak_mb,
         "scorer_names": spec["scorer_names"], "data": data_formats,
         "reused": {"from": index.sources, "tasks": len(reused)} if index else None,
         "digests": digests,
@@ -101,24 +103,29 @@ def _check_chunk_size(chunk_size) -> None:
         raise ValidationError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
 
 
-def _auto_chunk_size(spec, X, y, splits) -> tuple[int, float | None]:
+def _auto_chunk_size(spec, X, y, splits) -> tuple[int, float | None, float | None]:
     """Candidates per task so that a fit task lasts about TARGET_TASK_SECONDS.
 
-    Returns the size and the measured seconds of one fit (None if not timed).
+    Returns the size, the measured seconds of one fit and the peak memory
+    (MB) of this process while fitting it (None, None if not timed).
     """
+    from ...measure import TaskUsage
+
     n = len(spec["candidates"])
     if n == 1 or not spec["nested"]:
-        return 1, None
+        return 1, None, None
+    usage = TaskUsage.start()
     try:
         res = _first_fit(spec, X, y, splits)
     except Exception:  # noqa: BLE001 - the run will report it with its context
-        return 1, None
+        return 1, None, None
+    peak = usage.stop()["peak_rss_mb"]
     seconds = max(res["fit_time"] + res["score_time"], 1e-3)
     size = max(1, min(n, math.floor(TARGET_TASK_SECONDS / seconds)))
     size = math.ceil(n / math.ceil(n / size))  # equal chunks: 12+12, not 19+5
     print(f"mempamal: one fit took {seconds:.3f}s; {size} candidate(s) per fit task",
           file=sys.stderr)
-    return size, seconds
+    return size, seconds, peak
 
 
 def _first_fit(spec, X, y, splits, add_rows=None) -> dict:
