@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from sklearn.metrics import check_scoring
 from sklearn.metrics._scorer import _check_multimetric_scoring
 
 from .errors import ValidationError
+from .sklearn_compat import check_scoring
 
 
 def scorer_names(estimator, scoring) -> list[str]:
