@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter, defaultdict
 
 from .workdir import read_meta, tail_text
@@ -31,7 +32,7 @@ def status_report(workdir, backend: str | None = None) -> dict:
         f["root_cause"] = not (_upstream(wf, f["task"]) & failed)
     groups = defaultdict(list)
     for f in failures:
-        groups[(f["error_type"], f["error_line"], f["scheduler_state"])].append(f)
+        groups[_group_key(f)].append(f)
     ordered = sorted(groups.items(), key=lambda kv: (not any(f["root_cause"] for f in kv[1]),
                                                      -len(kv[1])))
     return {
@@ -39,12 +40,25 @@ def status_report(workdir, backend: str | None = None) -> dict:
         "counts": {k: dict(v) for k, v in counts.items()},
         "states": states, "failures": failures,
         "failure_groups": [
-            {"error_type": et, "error_line": line, "scheduler_state": ss, "count": len(fs),
+            {"error_type": fs[0]["error_type"], "error_line": fs[0]["error_line"],
+             "scheduler_state": fs[0]["scheduler_state"], "count": len(fs),
              "root_cause": any(f["root_cause"] for f in fs),
              "example": _example(fs), "logs": [f["log"] for f in fs if f["log"]]}
-            for (et, line, ss), fs in ordered
+            for _, fs in ordered
         ],
     }
+
+
+def _group_key(failure: dict) -> tuple:
+    """Failures with the same cause share a key.
+
+    The numbers of an error line are left out of it: a scheduler's message
+    names its job id and time ("*** JOB 12 ... CANCELLED AT 10:02:07 DUE TO
+    TIME LIMIT ***"), which differ for every task that failed the same way.
+    """
+    line = re.sub(r"\d+", "#", failure["error_line"] or "")
+    state = re.sub(r"\d+", "#", failure["scheduler_state"] or "")
+    return failure["error_type"], line, state
 
 
 def _failure(wf: Workflow, tid: str) -> dict:

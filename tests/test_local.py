@@ -355,3 +355,23 @@ def test_status_lists_root_causes_before_what_failed_because_of_them(tmp_path):
     assert [g["error_type"] for g in groups] == ["MemoryError", "CorruptOutputError"]
     assert [g["root_cause"] for g in groups] == [True, False]
     assert groups[0]["error_line"] == "MemoryError: out of memory"
+
+
+def test_failures_differing_only_by_job_ids_and_times_form_one_group(tmp_path):
+    from mempamal.status import status_report
+    from mempamal.workdir import write_json
+
+    X, y = iris()
+    wf = small_grid_experiment().compile(tmp_path / "w", X, y, chunk_size=3)
+    for tid, job, at in (("fit-o0-i0-c0", 17, "10:02:07"), ("fit-o0-i1-c0", 18, "10:02:39")):
+        err = f"slurmstepd: error: *** JOB {job} ON vm CANCELLED AT {at} DUE TO TIME LIMIT ***"
+        write_json(wf.workdir.meta_file(tid), {"task": tid, "state": "failed", "error": err,
+                                               "error_type": "SchedulerError",
+                                               "scheduler_state": f"TIMEOUT ({job})"})
+    write_json(wf.workdir.meta_file("fit-o1-i0-c0"),
+               {"task": "fit-o1-i0-c0", "state": "failed", "error": "ValueError: bad C",
+                "error_type": "ValueError"})
+    groups = status_report(wf.workdir.root)["failure_groups"]
+    assert sorted(g["count"] for g in groups) == [1, 2]
+    (timeouts,) = [g for g in groups if g["count"] == 2]
+    assert "JOB 17" in timeouts["error_line"]
