@@ -29,7 +29,6 @@ import sys
 from pathlib import Path
 
 from .errors import ValidationError
-from .space import make_candidates
 
 #: the parameter name through which a function asks for its trial context
 TRIAL_PARAMETER = "trial"
@@ -71,6 +70,25 @@ class Sweep:
     on_error : {"continue", "raise"}, default="continue"
         A trial whose function raises is recorded as ``failed`` and the
         sweep goes on; ``"raise"`` fails its task instead.
+    search : {"grid", "random", "tpe", "cmaes", "qmc"}, optional
+        How candidates are chosen. By default ``"grid"`` with
+        ``param_grid`` and ``"random"`` with ``param_distributions``: every
+        candidate is known at compile time. ``"tpe"``, ``"cmaes"`` and
+        ``"qmc"`` are model-based (Optuna's samplers, extra
+        ``mempamal[optuna]``): ``n_iter`` candidates are asked in rounds of
+        ``batch_size``, each round by a *suggest* task that reads the
+        results of the earlier rounds; ``candidates`` given too are
+        evaluated first. Nothing needs to stay alive between rounds.
+    batch_size : int, optional
+        Candidates per round of a model-based search (default
+        ``min(8, n_iter)``): the trials of a round run in parallel.
+    early_stopping : str or dict, optional
+        ``"median"``, or ``{"rule": "median", "metric": ..., "mode": ...,
+        "warmup_steps": 0, "min_trials": 5}``: ``trial.should_stop()`` is
+        True when the trial's best reported value so far is worse than the
+        median of the finished trials' values at its latest step (Optuna's
+        ``MedianPruner``), read from their files. ``metric`` defaults to
+        the sweep's. Such a trial is recorded ``pruned``.
 
     Examples
     --------
@@ -83,7 +101,8 @@ class Sweep:
 
     def __init__(self, func, param_grid=None, *, param_distributions=None, n_iter: int = 10,
                  random_state=None, candidates=None, repeats: int = 1, metric=None,
-                 mode=None, on_error: str = "continue") -> None:
+                 mode=None, on_error: str = "continue", search=None, batch_size=None,
+                 early_stopping=None) -> None:
         self.func_ref = func
         self.space = {
             "param_grid": param_grid, "param_distributions": param_distributions,
@@ -95,32 +114,56 @@ class Sweep:
         self.on_error = on_error
         self._check_options()
         _check_not_empty(self.space)
-        self.candidates = make_candidates(**self.space)
-        if not self.candidates:
-            raise ValidationError(f"the search space {_given_space(self.space)} holds no "
-                                  "candidate; expected at least one")
+        self.search, self.adaptive = _check_search(self.space, search, batch_size)
+        self.early_stopping = _check_early_stopping(early_stopping, self.metric, self.mode)
+        if self.adaptive is not None:
+            # the enqueued candidates and one with every sampled name stand
+            # for what suggest tasks will ask (checked against the signature)
+            self.candidates = list(self.adaptive["enqueued"])
+            checked = [*self.candidates, dict.fromkeys(param_distributions)]
+        else:
+            # here, not at the top: a task that imports the function from a
+            # file uses this module, and must not pay scikit-learn's import
+            from .space import make_candidates
+
+            self.candidates = make_candidates(**self.space)
+            if not self.candidates:
+                raise ValidationError(f"the search space {_given_space(self.space)} holds "
+                                      "no candidate; expected at least one")
+            checked = self.candidates
         self.func, self.source = resolve_function(func)
-        self.takes_trial = check_signature(self.func, self.candidates, func)
+        self.takes_trial = check_signature(self.func, checked, func)
+        if self.early_stopping is not None and not self.takes_trial:
+            raise ValidationError(
+                f"early_stopping={early_stopping!r} needs a function that reports its "
+                f"progress, but {_name(func)} has no {TRIAL_PARAMETER!r} parameter; add "
+                "it, call trial.report(step, ...) and stop when trial.should_stop()")
         from .pickling import check_storable
 
         named = {"candidates": self.candidates}
+        if self.adaptive is not None:
+            named["param_distributions"] = self.adaptive["param_distributions"]
         if self.source["kind"] == "object":  # a reference is imported, never pickled
             named["func"] = self.func
         check_storable(named)
 
     def __repr__(self) -> str:
-        return (f"Sweep({_name(self.func_ref)}, {len(self.candidates)} candidates x "
+        how = "" if self.adaptive is None else (
+            f"search={self.search!r} in rounds of {self.adaptive['batch_size']}, ")
+        return (f"Sweep({_name(self.func_ref)}, {how}{self.n_candidates} candidates x "
                 f"{self.repeats} repeats, metric={self.metric!r}, mode={self.mode!r})")
 
     @property
     def n_candidates(self) -> int:
-        """Number of candidate parameter dicts."""
+        """Number of candidates (``n_iter`` for a model-based search)."""
+        if self.adaptive is not None:
+            return self.adaptive["n_iter"]
         return len(self.candidates)
 
     @property
     def n_trials(self) -> int:
         """Number of trials: candidates times repeats."""
-        return len(self.candidates) * self.repeats
+        return self.n_candidates * self.repeats
 
     def _check_options(self) -> None:
         if not isinstance(self.metric, str) or not self.metric:
@@ -147,6 +190,8 @@ class Sweep:
             "source": dict(self.source), "takes_trial": self.takes_trial,
             "candidates": self.candidates, "repeats": self.repeats,
             "metric": self.metric, "mode": self.mode, "on_error": self.on_error,
+            "search": self.search, "adaptive": self.adaptive,
+            "early_stopping": self.early_stopping,
         }
 
     def compile(self, workdir, resources=None, trials_per_task=None, python=None):
@@ -194,6 +239,101 @@ def _check_not_empty(space: dict) -> None:
                 isinstance(p, dict) and not p for p in parts):
             raise ValidationError(f"{key}={value!r} is an empty search space; expected a "
                                   "dict of parameter name -> values (or a list of them)")
+
+
+def _check_search(space: dict, search, batch_size) -> tuple[str, dict | None]:
+    """The search's name, and for a model-based one what its suggest tasks need.
+
+    Raises before anything is written: an unknown search, a space that does
+    not fit it, ``batch_size`` out of range, optuna missing.
+    """
+    grid, dists = space["param_grid"], space["param_distributions"]
+    if search is None:
+        search = "random" if dists is not None else "grid"
+    from .adaptive.space import SEARCHES
+
+    if search not in SEARCHES:
+        raise ValidationError(f"search={search!r} is not a search; expected one of "
+                              f"{sorted(SEARCHES)}")
+    if SEARCHES[search] == "static":
+        if batch_size is not None:
+            raise ValidationError(f"batch_size={batch_size!r} is for a model-based search "
+                                  f"(tpe, cmaes, qmc); search={search!r} knows every "
+                                  "candidate at compile time")
+        if search == "grid" and dists is not None:
+            raise ValidationError("search='grid' takes param_grid, not param_distributions")
+        if search == "random" and grid is not None:
+            raise ValidationError("search='random' takes param_distributions, not "
+                                  "param_grid (or use search='grid')")
+        return search, None
+    n_iter = space["n_iter"]
+    if batch_size is None and isinstance(n_iter, int) and n_iter >= 1:
+        batch_size = min(8, n_iter)
+    from .adaptive.space import check_search, to_optuna
+
+    check_search(search, param_grid=grid, param_distributions=dists, n_iter=n_iter,
+                 batch_size=batch_size)
+    enqueued = space["candidates"]
+    if enqueued is None:
+        enqueued = []
+    if (not isinstance(enqueued, (list, tuple))
+            or not all(isinstance(c, dict) for c in enqueued)):
+        raise ValidationError(f"candidates={enqueued!r}: expected a list of dicts")
+    if len(enqueued) > n_iter:
+        raise ValidationError(f"{len(enqueued)} candidates given to evaluate first, more "
+                              f"than n_iter={n_iter}")
+    names = set(dists)
+    for k, cand in enumerate(enqueued):
+        if set(cand) != names:
+            raise ValidationError(f"candidate {k} ({cand!r}) must set exactly the "
+                                  f"parameters of param_distributions: {sorted(names)}")
+    seed = space["random_state"]
+    if seed is None:
+        # a static workflow must ask the same candidates when it runs again
+        seed = 0
+    elif not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
+        raise ValidationError(f"random_state must be an int or None for search={search!r}, "
+                              f"got {seed!r}")
+    return search, {
+        "search": search, "param_distributions": dict(dists), "n_iter": int(n_iter),
+        "batch_size": int(batch_size), "random_state": int(seed),
+        "enqueued": [dict(c) for c in enqueued],
+        # what the fingerprint sees of the space: scipy objects hash unstably
+        "space": {k: list(dists[k]) if isinstance(dists[k], (list, tuple)) else repr(v)
+                  for k, v in sorted(to_optuna(dists).items())},
+    }
+
+
+#: rule -> its defaults (Optuna's MedianPruner: n_startup_trials=5, n_warmup_steps=0)
+EARLY_STOPPING = {"median": {"warmup_steps": 0, "min_trials": 5}}
+
+
+def _check_early_stopping(value, metric: str, mode: str) -> dict | None:
+    """``early_stopping`` as a full dict (rule, metric, mode, warmup_steps, min_trials)."""
+    if value is None:
+        return None
+    given = {"rule": value} if isinstance(value, str) else value
+    if not isinstance(given, dict) or given.get("rule") not in EARLY_STOPPING:
+        raise ValidationError(f"early_stopping={value!r}: expected one of "
+                              f"{sorted(EARLY_STOPPING)} or a dict with 'rule' among them")
+    out = {"rule": given["rule"], "metric": metric, "mode": mode,
+           **EARLY_STOPPING[given["rule"]]}
+    unknown = sorted(set(given) - set(out))
+    if unknown:
+        raise ValidationError(f"early_stopping: unknown key(s) {unknown}; expected some of "
+                              f"{sorted(out)}")
+    out.update(given)
+    if not isinstance(out["metric"], str) or not out["metric"]:
+        raise ValidationError(f"early_stopping metric must be a name, got {out['metric']!r}")
+    if out["mode"] not in ("min", "max"):
+        raise ValidationError(f"early_stopping mode must be 'min' or 'max', got "
+                              f"{out['mode']!r}")
+    for key in ("warmup_steps", "min_trials"):
+        v = out[key]
+        if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 0:
+            raise ValidationError(f"early_stopping {key} must be an int >= 0, got {v!r}")
+        out[key] = int(v)
+    return out
 
 
 def _given_space(space: dict) -> str:

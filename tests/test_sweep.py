@@ -394,3 +394,13 @@ def test_cli_runs_a_sweep_file(tmp_path):
                             capture_output=True, text=True, timeout=60)
     counts = json.loads(status.stdout)["counts"]
     assert counts == {"trial": {"done": 3}, "aggregate": {"done": 1}}
+
+
+def test_example_file_defines_a_sweep():
+    from mempamal.experiment_file import load_experiment_file
+
+    example = Path(__file__).parent.parent / "examples" / "sweep_mlp.py"
+    sweep, data, options = load_experiment_file(example)
+    assert data is None and isinstance(sweep, Sweep)
+    assert sweep.n_trials == 16 and sweep.takes_trial and sweep.metric == "val_loss"
+    assert options == {"resources": {"cpus": 1, "mem_mb": 1000, "time_min": 10}}
