@@ -1,0 +1,133 @@
+"""Sweep benchmarks (issue 13), as ratios against a reference in the same run.
+
+Run from the repository root, in the venv that ``bash tests/run.sh`` makes::
+
+    python benchmarks/bench_sweep.py [--reps 3] [--only S1,S2,S2-SLURM] [--out FILE]
+
+- S1: 10,000 trials of a function that returns at once, local executor with
+  2 workers, end to end (compile, run, results loaded from disk). Beside it,
+  Optuna's in-memory ``study.optimize`` with ``RandomSampler`` on the same
+  number of trials (it writes nothing: the floor of any search loop).
+- S2: 200 trials that each sleep 0.2 s on 2 workers: makespan divided by the
+  ideal (200 x 0.2 s / 2 = 20 s), locally and on the real SLURM cluster.
+
+Nothing here is a test: no assertion, figures only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bench import _wait_for_idle_cluster, environment  # noqa: E402
+from sweep_workloads import instant, sleepy  # noqa: E402
+
+TARGETS = {"S1 local s": 5.0, "S2 local / ideal": 1.05, "S2 slurm / ideal": 1.25}
+N_S1, N_S2, SLEEP_S2 = 10_000, 200, 0.2
+
+
+def _sweep(func, n):
+    from mempamal import Sweep
+
+    return Sweep(func, param_grid={"x": list(range(n))}, metric="value", mode="min")
+
+
+def _end_to_end(func, n, root: Path, backend="local", **options) -> float:
+    from mempamal import load_results
+
+    t0 = time.perf_counter()
+    wf = _sweep(func, n).compile(root)
+    wf.run(backend, progress=False, **options)
+    trials = load_results(root).trials
+    elapsed = time.perf_counter() - t0
+    if len(trials) != n or not (trials["state"] == "done").all():
+        raise RuntimeError(f"{root}: {len(trials)} trials, states "
+                           f"{trials['state'].value_counts().to_dict()}")
+    return elapsed
+
+
+def optuna_reference(n) -> float | None:
+    """Optuna's in-memory optimize loop with RandomSampler on ``n`` trials."""
+    try:
+        import optuna
+    except ImportError:
+        return None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    t0 = time.perf_counter()
+    study.optimize(lambda t: instant(t.suggest_int("x", 0, n - 1)), n_trials=n)
+    return time.perf_counter() - t0
+
+
+def bench_s1(reps, root, results):
+    mine, ref = [], []
+    for rep in range(reps):
+        mine.append(_end_to_end(instant, N_S1, root / f"s1-{rep}", n_jobs=2))
+        ref.append(optuna_reference(N_S1))
+        print(f"  S1 rep {rep}: mempamal {mine[-1]:.2f}s  optuna in memory "
+              f"{ref[-1] if ref[-1] is None else round(ref[-1], 2)}s", flush=True)
+    results["workloads"]["S1"] = {"mempamal_s": mine, "optuna_s": ref}
+    results["ratios"]["S1 local s"] = statistics.median(mine)
+    if ref[0] is not None:
+        results["ratios"]["S1 local / optuna in memory"] = (statistics.median(mine)
+                                                           / statistics.median(ref))
+
+
+def bench_s2(reps, root, results, slurm: bool):
+    ideal = N_S2 * SLEEP_S2 / 2
+    backends = {"local": {"n_jobs": 2}}
+    if slurm:
+        if shutil.which("sbatch") is None:
+            print("S2 on SLURM: sbatch not found, skipped")
+        else:
+            backends["slurm"] = {"poll_interval": 0.5}
+    for name, options in backends.items():
+        times = []
+        for rep in range(reps):
+            if name == "slurm":
+                _wait_for_idle_cluster()
+            times.append(_end_to_end(sleepy, N_S2, root / f"s2-{name}-{rep}", name,
+                                     **options))
+            print(f"  S2 {name} rep {rep}: {times[-1]:.2f}s (ideal {ideal:.0f}s)", flush=True)
+        results["workloads"][f"S2-{name}"] = {"seconds": times, "ideal_s": ideal}
+        results["ratios"][f"S2 {name} / ideal"] = statistics.median(times) / ideal
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--only", default="S1,S2,S2-SLURM")
+    parser.add_argument("--out", default=str(HERE / "results" / "sweep-latest.json"))
+    args = parser.parse_args(argv)
+    only = set(args.only.split(","))
+    results = {"environment": environment(), "reps": args.reps, "workloads": {},
+               "ratios": {}}
+    print(json.dumps(results["environment"]))
+    with tempfile.TemporaryDirectory(prefix="mempamal-bench-sweep-") as tmp:
+        root = Path(tmp)
+        if "S1" in only:
+            bench_s1(args.reps, root, results)
+        if "S2" in only or "S2-SLURM" in only:
+            bench_s2(args.reps, root, results, slurm="S2-SLURM" in only)
+    print("\n| measure | value | target |\n|---|---|---|")
+    for key, value in results["ratios"].items():
+        target = TARGETS.get(key)
+        verdict = "" if target is None else ("ok" if value <= target else "MISSED")
+        print(f"| {key} | {value:.3f} | {'' if target is None else f'<= {target} {verdict}'} |")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
