@@ -10,7 +10,7 @@ import click
 from .errors import MempamalError, TaskFailedError
 
 
-def _parse_options(pairs, n_jobs=None, address=None) -> dict:
+def _parse_options(pairs, n_jobs=None, address=None, notify=()) -> dict:
     """``-o key=value`` pairs; values are JSON when they parse, else strings."""
     opts = {}
     for pair in pairs:
@@ -25,6 +25,8 @@ def _parse_options(pairs, n_jobs=None, address=None) -> dict:
         opts["n_jobs"] = n_jobs
     if address is not None:
         opts["address"] = address
+    if notify:
+        opts["notify"] = list(notify)
     return opts
 
 
@@ -48,6 +50,9 @@ options_opt = click.option("-o", "--option", "options", multiple=True, metavar="
 jobs_opt = click.option("-j", "--n-jobs", type=int, default=None,
                         help="Parallel tasks (local, soma, dask).")
 workdir_arg = click.argument("workdir", type=click.Path(file_okay=False))
+notify_opt = click.option("--notify", "notify", multiple=True, metavar="URL",
+                          help="apprise URL told when the run ends and at its first failure "
+                               "(repeatable), e.g. mailto://..., ntfys://TOPIC.")
 address_opt = click.option("--scheduler-address", default=None, metavar="ADDRESS",
                            help="Dask scheduler to run on (--backend dask; "
                                 "same as -o address=ADDRESS).")
@@ -66,11 +71,13 @@ def cli():
 @jobs_opt
 @options_opt
 @address_opt
+@notify_opt
 @click.option("--chunk-size", type=int, default=None,
               help="Candidates per fit task (a sweep: trials per task).")
-def run(experiment_file, workdir, backend, n_jobs, options, scheduler_address, chunk_size):
+def run(experiment_file, workdir, backend, n_jobs, options, scheduler_address, notify,
+        chunk_size):
     """Compile EXPERIMENT_FILE into WORKDIR and run it (resumes if already there)."""
-    opts = _parse_options(options, n_jobs, scheduler_address)
+    opts = _parse_options(options, n_jobs, scheduler_address, notify)
     _check_backend(backend, opts)
     wf = _compile(experiment_file, workdir, chunk_size)
     _run(wf, backend, opts)
@@ -90,11 +97,14 @@ def _check_backend(backend, opts) -> None:
 @jobs_opt
 @options_opt
 @address_opt
-def resume(workdir, backend, n_jobs, options, scheduler_address):
+@notify_opt
+def resume(workdir, backend, n_jobs, options, scheduler_address, notify):
     """Run the tasks of WORKDIR whose outputs are missing."""
     from .workflow import Workflow
 
-    _run(Workflow.load(workdir), backend, _parse_options(options, n_jobs, scheduler_address))
+    opts = _parse_options(options, n_jobs, scheduler_address, notify)
+    _check_backend(backend, opts)
+    _run(Workflow.load(workdir), backend, opts)
 
 
 def _run(wf, backend, opts) -> None:
@@ -140,11 +150,14 @@ def compile_cmd(experiment_file, workdir, backend, options, chunk_size):
 @backend_opt
 @jobs_opt
 @options_opt
-def submit(workdir, backend, n_jobs, options):
+@notify_opt
+def submit(workdir, backend, n_jobs, options, notify):
     """Submit the pending tasks of WORKDIR and return at once."""
     from .workflow import Workflow
 
-    handle = Workflow.load(workdir).submit(backend, **_parse_options(options, n_jobs))
+    opts = _parse_options(options, n_jobs, notify=notify)
+    _check_backend(backend, opts)
+    handle = Workflow.load(workdir).submit(backend, **opts)
     click.echo(f"mempamal: submitted: {handle}")
 
 
@@ -199,6 +212,17 @@ def _print_results(res) -> None:
 
 @cli.command()
 @workdir_arg
+@click.option("-o", "--output", "output", type=click.Path(dir_okay=False), default=None,
+              metavar="FILE.html", help="Where to write it (default: WORKDIR/report.html).")
+def report(workdir, output):
+    """Write one self-contained HTML report of WORKDIR (a running one: partial)."""
+    from .report import write_report
+
+    click.echo(f"mempamal: report written to {write_report(workdir, output)}")
+
+
+@cli.command()
+@workdir_arg
 @click.option("--mlflow", "mlflow_uri", is_flag=False, flag_value="sqlite:///mlflow.db",
               default=None, metavar="[TRACKING_URI]",
               help="Export to MLflow (default store: sqlite:///mlflow.db).")
@@ -234,6 +258,21 @@ def queue(as_json):
         age = time.time() - t["submitted"]
         click.echo(f"  {state:8} {t['done']}/{t['total']} tasks  {t['held']} slot(s)  "
                    f"pid {t['pid']}  {age:.0f}s  {t['workdir']}")
+
+
+@cli.command(name="notify")
+@workdir_arg
+@click.option("--event", type=click.Choice(["end", "failure"]), required=True,
+              help="end: the run ended (done or not); failure: a job failed.")
+@click.option("--backend", "-b", default=None,
+              help="Backend to ask for the states (default: the last one used).")
+@click.option("--url", "urls", multiple=True, metavar="URL",
+              help="apprise URL (repeatable; default: those the submission saved).")
+def notify_cmd(workdir, event, backend, urls):
+    """Send WORKDIR's end-of-run or failure message (what SLURM's notify jobs run)."""
+    from .notify import notify_main
+
+    sys.exit(notify_main(workdir, event, backend, list(urls)))
 
 
 @cli.command(name="run-task")

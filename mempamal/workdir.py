@@ -74,6 +74,15 @@ class Workdir:
         return self.root / "last_backend.json"
 
     @property
+    def run_record_file(self) -> Path:
+        """The last run's record: backend, start, end, state counts (``ls`` reads it)."""
+        return self.root / "run.json"
+
+    def notify_file(self, backend: str) -> Path:
+        """The notification URLs a backend's jobs read (private: URLs may hold tokens)."""
+        return self.backend_dir(backend) / "notify.json"
+
+    @property
     def data_dir(self) -> Path:
         return self.root / "data"
 

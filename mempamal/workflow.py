@@ -242,9 +242,15 @@ class Workflow:
         """Run the pending tasks on ``backend`` and wait for them.
 
         Returns the backend's report; raises
-        :class:`~mempamal.errors.TaskFailedError` if a task failed.
+        :class:`~mempamal.errors.TaskFailedError` if a task failed. The run
+        is recorded in ``run.json``; with ``notify=[URL, ...]`` a message is
+        sent at the first failure and when the run ends (:mod:`mempamal.notify`).
         """
-        return self._backend(backend, options, record=True).run(self)
+        from .notify import notifying
+
+        instance = self._backend(backend, options, record=True)
+        with notifying(self, instance):
+            return instance.run(self)
 
     def _backend(self, name, options, record=False):
         from .backends import get_backend

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import importlib
 import json
 import os
@@ -54,6 +55,28 @@ def get_backend(name: str, **options) -> Backend:
     return getattr(mod, cls)(**options)
 
 
+#: ``listener(task_id, reason)`` told of each failure as a backend books it, while
+#: :meth:`~mempamal.workflow.Workflow.run` runs (the first-failure notification)
+failure_listener: contextvars.ContextVar = contextvars.ContextVar("failure_listener",
+                                                                  default=None)
+
+
+class _FailureBook(dict):
+    """``{task_id: reason}`` that tells :data:`failure_listener` of each new entry.
+
+    Every backend books a failure with ``report.failures[tid] = reason`` the
+    moment it learns of it; hooking the booking tells a listener at that
+    moment without each backend knowing about notifications.
+    """
+
+    def __setitem__(self, tid, reason) -> None:
+        new = tid not in self
+        super().__setitem__(tid, reason)
+        listener = failure_listener.get()
+        if new and listener is not None:
+            listener(tid, reason)
+
+
 @dataclass
 class RunReport:
     """What a run did.
@@ -69,7 +92,7 @@ class RunReport:
     """
 
     executed: list = field(default_factory=list)
-    failures: dict = field(default_factory=dict)
+    failures: dict = field(default_factory=_FailureBook)
     not_run: list = field(default_factory=list)
 
     @property
@@ -94,15 +117,25 @@ class Backend:
 
     name = "base"
     options: dict = {}
+    #: options every backend takes (``notify``: apprise URLs told when a run ends)
+    common_options: dict = {"notify": None}
+    #: True when the backend's own artefacts send the notifications (SLURM's
+    #: notify jobs); otherwise the process that runs the workflow sends them
+    sends_notifications = False
 
     def __init__(self, **options) -> None:
-        unknown = sorted(set(options) - set(self.options))
+        valid = {**self.common_options, **self.options}
+        unknown = sorted(set(options) - set(valid))
         if unknown:
             raise ValidationError(
                 f"unknown option(s) {unknown} for backend {self.name!r}; "
-                f"valid options: {sorted(self.options)}"
+                f"valid options: {sorted(valid)}"
             )
-        self.opts = {**self.options, **options}
+        self.opts = {**valid, **options}
+        from ..notify import check_urls
+
+        # refused here, before anything is written, naming the bad scheme
+        self.opts["notify"] = check_urls(self.opts["notify"])
         self.validate()
 
     def validate(self) -> None:

@@ -193,7 +193,7 @@ class DaskBackend(Backend):
                                   "or cluster object; give address or a cluster name, or "
                                   "use run()")
         keys = ("n_jobs", "address", "cluster", "cluster_options", "resources",
-                "worker_timeout")
+                "worker_timeout", "notify")
         return resume_in_background(workflow, self.name, {k: o[k] for k in keys})
 
     @contextlib.contextmanager
