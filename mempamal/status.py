@@ -6,6 +6,7 @@ import os
 import re
 from collections import Counter, defaultdict
 
+from .usage import usage_by_kind, usage_rows
 from .workdir import read_meta, tail_text
 from .workflow import Workflow
 
@@ -17,8 +18,10 @@ def status_report(workdir, backend: str | None = None) -> dict:
     -------
     dict
         ``counts`` (``{kind: {state: n}}``), ``total``, ``states`` per task id,
-        ``failures`` (one entry per failed task: error, log path) and
-        ``failure_groups`` (failures grouped by exception type).
+        ``failures`` (one entry per failed task: error, log path),
+        ``failure_groups`` (failures grouped by their first error line, root
+        causes first) and ``usage`` (what done tasks measured, per kind: see
+        :func:`mempamal.usage.usage_by_kind`).
     """
     wf = Workflow.load(workdir)
     states = wf.status(backend)
@@ -39,6 +42,7 @@ def status_report(workdir, backend: str | None = None) -> dict:
         "workdir": str(wf.workdir.root), "total": len(states),
         "counts": {k: dict(v) for k, v in counts.items()},
         "states": states, "failures": failures,
+        "usage": usage_by_kind(wf, states),
         "failure_groups": [
             {"error_type": fs[0]["error_type"], "error_line": fs[0]["error_line"],
              "scheduler_state": fs[0]["scheduler_state"], "count": len(fs),
@@ -125,6 +129,13 @@ def print_status(report: dict) -> None:
     for kind, c in report["counts"].items():
         table.add_row(kind, *[str(c.get(s, 0)) for s in present])
     console.print(table)
+    if report.get("usage"):
+        used = Table(title="measured per task (median / max)")
+        for col in ("kind", "tasks", "wall s", "CPU s", "peak MB", "GPU MB", "hosts"):
+            used.add_column(col, justify="left" if col in ("kind", "hosts") else "right")
+        for row in usage_rows(report["usage"]):
+            used.add_row(*row)
+        console.print(used)
     for g in report["failure_groups"]:
         where = f" [{g['scheduler_state']}]" if g["scheduler_state"] else ""
         cause = "" if g["root_cause"] else " (downstream of another failure)"
