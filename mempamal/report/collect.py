@@ -1,0 +1,120 @@
+"""What a report reads from a workdir: states, meta records, results, description.
+
+Everything is read from files, during a run or long after it; nothing asks
+a scheduler (a report is written from any machine that sees the files).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from ..errors import WorkdirError
+from ..workdir import Workdir, read_meta
+from ..workflow import Workflow
+
+
+@dataclass
+class RunData:
+    """One workdir as the report sections see it.
+
+    Attributes
+    ----------
+    workflow : Workflow
+    states : dict
+        ``{task_id: state}`` from the files (done, running, failed, pending).
+    metas : dict
+        ``{task_id: meta record}`` of every task that started.
+    status : dict
+        :func:`mempamal.status.status_report` (failures grouped by cause).
+    now : float
+        When the report was read (the end of a running task's bar).
+    results : object or None
+        ``load_results(workdir, partial=True)``, None when nothing is finished.
+    results_note : str or None
+        Why ``results`` is None.
+    spec : dict or None
+        The compiled description (estimator, candidates...) when it loads here.
+    """
+
+    workflow: Workflow
+    states: dict
+    metas: dict
+    status: dict
+    now: float
+    results: object = None
+    results_note: str | None = None
+    spec: dict | None = None
+    context: object = None
+    counts: dict = field(default_factory=dict)
+
+    @property
+    def recipe(self) -> str:
+        return self.workflow.recipe
+
+    @property
+    def finished(self) -> bool:
+        """Whether every task is done (the report is then complete)."""
+        return all(s == "done" for s in self.states.values())
+
+
+def check_workdir(workdir) -> Workdir:
+    """The :class:`Workdir` at ``workdir``; a clear error when it is not one."""
+    wd = Workdir(workdir)
+    if not wd.root.is_dir():
+        raise WorkdirError(f"cannot report on {str(workdir)!r}: no such directory")
+    if not wd.workflow_file.is_file():
+        raise WorkdirError(
+            f"cannot report on {str(workdir)!r}: it is not a mempamal workdir "
+            f"(no {wd.workflow_file.name}; compile an experiment or a sweep into it first)")
+    return wd
+
+
+def collect(workdir) -> RunData:
+    """Read everything the report shows from ``workdir``."""
+    from ..status import status_report
+
+    wd = check_workdir(workdir)
+    wf = Workflow.load(wd)
+    now = time.time()
+    # "local": the states the files say; never a scheduler query from a report
+    status = status_report(wd.root, backend="local")
+    states = status["states"]
+    metas = {}
+    for tid, state in states.items():
+        if state != "pending" or wd.meta_file(tid).exists():
+            meta = read_meta(wd, tid)
+            if meta is not None:
+                metas[tid] = meta
+    run = RunData(wf, states, metas, status, now)
+    run.counts = {}
+    for state in states.values():
+        run.counts[state] = run.counts.get(state, 0) + 1
+    _load_results(run)
+    return run
+
+
+def _load_results(run: RunData) -> None:
+    """Results and description, or a note saying why they are not there.
+
+    A report must still show the run (timeline, failures) when the results
+    cannot be read: nothing finished yet, or the experiment unpickles only
+    where its own modules are importable (another machine).
+    """
+    from ..context import load_context
+    from ..results import load_results
+
+    root = run.workflow.workdir.root
+    try:
+        run.context = load_context(root)
+        run.spec = run.context.spec
+    except Exception as exc:  # noqa: BLE001 - any unpickling error is reported, not raised
+        run.results_note = (f"the experiment in {str(root)!r} cannot be loaded here "
+                            f"({type(exc).__name__}: {exc})")
+        return
+    try:
+        run.results = load_results(root, partial=True)
+    except WorkdirError as exc:
+        run.results_note = str(exc)
+    except Exception as exc:  # noqa: BLE001 - a damaged output: the rest still shows
+        run.results_note = f"results cannot be read: {type(exc).__name__}: {exc}"
