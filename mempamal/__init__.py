@@ -20,7 +20,8 @@ from .errors import (
 # imported on first use, so that `mempamal status` does not pay for
 # scikit-learn and pandas, which it does not need
 _LAZY = {"Experiment": "experiment", "Results": "results", "load_results": "results",
-         "Task": "workflow", "Workflow": "workflow", "Sweep": "sweep"}
+         "Task": "workflow", "Workflow": "workflow", "Sweep": "sweep",
+         "TrialStopped": "trial"}
 
 
 def __getattr__(name):
@@ -38,7 +39,7 @@ def load_workflow(workdir):
 
 __all__ = [
     "BackendError", "Experiment", "MempamalError", "Results", "Sweep", "Task",
-    "TaskFailedError",
+    "TaskFailedError", "TrialStopped",
     "ValidationError", "Workflow", "WorkdirError", "WorkdirLockedError", "__version__",
     "load_results", "load_workflow",
 ]

@@ -8,8 +8,8 @@ Three calls fit any training loop (scikit-learn, PyTorch, Keras...)::
             loss = one_epoch(...)
             trial.report(epoch, loss=loss)          # one JSON line, readable at once
             save_checkpoint(trial.dir, ...)         # survives a kill: attempt 2 resumes
-            if trial.should_stop():                 # a stopping rule (later)
-                break
+            if trial.should_stop():                 # Sweep(early_stopping="median")
+                break                               # (or raise mempamal.TrialStopped)
         return {"loss": loss}
 """
 
@@ -20,6 +20,14 @@ import math
 import numbers
 import time
 from pathlib import Path
+
+
+class TrialStopped(Exception):
+    """Raised by a sweep's function to stop its trial early (recorded ``pruned``).
+
+    The trial keeps the values it reported last. Returning after
+    ``trial.should_stop()`` said True does the same with the returned values.
+    """
 
 
 class Trial:
@@ -39,7 +47,7 @@ class Trial:
     """
 
     def __init__(self, id: int, params: dict, seed: int, attempt: int, dir, metrics_file,
-                 ) -> None:
+                 stopper=None) -> None:
         self.id = id
         self.params = dict(params)
         self.seed = seed
@@ -47,6 +55,18 @@ class Trial:
         self._dir = Path(dir)
         self._metrics_file = Path(metrics_file)
         self._fh = None
+        #: the stopping rule, a callable on {step: value} (None: never stop)
+        self._stopper = stopper
+        self._history: dict = {}
+        if stopper is not None:
+            from .adaptive.stopping import read_history
+
+            # an earlier attempt's reports count: the trial resumes them
+            self._history = read_history(self._metrics_file, stopper.rule["metric"])
+        #: the values of the latest report (a pruned trial keeps them)
+        self.last_values: dict = {}
+        #: whether should_stop() said True
+        self.stopped = False
 
     def __repr__(self) -> str:
         return (f"Trial(id={self.id}, params={self.params!r}, seed={self.seed}, "
@@ -92,14 +112,25 @@ class Trial:
             self._fh = open(self._metrics_file, "a", encoding="utf-8")  # noqa: SIM115
         self._fh.write(json.dumps(line, allow_nan=True) + "\n")
         self._fh.flush()
+        self.last_values = {k: v for k, v in line.items() if k in metrics}
+        if self._stopper is not None and self._stopper.rule["metric"] in metrics:
+            self._history[int(step)] = float(line[self._stopper.rule["metric"]])
 
     def should_stop(self) -> bool:
-        """Whether a stopping rule asks this trial to stop now (always False for now).
+        """Whether the sweep's stopping rule asks this trial to stop now.
 
-        Call it at each step: when adaptive searches land, a trial that
-        cannot beat the others will be told to stop early (``pruned``).
+        Always False without ``early_stopping``. With ``"median"``: True
+        when this trial's best reported value so far is worse than the
+        median of the finished trials' values at its latest step (Optuna's
+        ``MedianPruner``), read from their files. Call it after each
+        ``report``; when True, return (or raise
+        :class:`~mempamal.TrialStopped`): the trial is recorded ``pruned``.
         """
-        return False
+        if self._stopper is None:
+            return False
+        if self._stopper(self._history):
+            self.stopped = True
+        return self.stopped
 
     def close(self) -> None:
         """Close the metrics file (the task does it when the function returns)."""

@@ -21,8 +21,12 @@ def compile_sweep(sweep, workdir, *, resources=None, trials_per_task=None,
     """See :meth:`mempamal.Sweep.compile`."""
     resources = check_resources(resources)
     n_trials = sweep.n_trials
+    adaptive = sweep.adaptive
+    batch_size = None if adaptive is None else adaptive["batch_size"]
     if trials_per_task is None:
-        trials_per_task = default_trials_per_task(n_trials)
+        # trial tasks never cross a round: a round is what can run at once
+        trials_per_task = default_trials_per_task(
+            n_trials if batch_size is None else batch_size * sweep.repeats)
     elif (not isinstance(trials_per_task, numbers.Integral) or isinstance(trials_per_task, bool)
           or trials_per_task < 1):
         raise ValidationError(f"trials_per_task must be a positive int or None, got "
@@ -30,7 +34,11 @@ def compile_sweep(sweep, workdir, *, resources=None, trials_per_task=None,
     spec = sweep.spec()
     # a function given by reference is fingerprinted by its name and, for a
     # file, by the file's content: editing train.py makes another sweep
-    fp = fingerprint({k: v for k, v in spec.items() if k != "func"} | {
+    described = {k: v for k, v in spec.items() if k not in ("func", "adaptive")}
+    if adaptive is not None:  # scipy.stats objects hash unstably: their Optuna form
+        described["adaptive"] = {k: v for k, v in adaptive.items()
+                                 if k != "param_distributions"}
+    fp = fingerprint(described | {
         "func": spec["func"] if spec["func"] is not None else spec["source"]})
     wd = Workdir(workdir)
     existing = existing_workflow(wd, fp)
@@ -40,9 +48,12 @@ def compile_sweep(sweep, workdir, *, resources=None, trials_per_task=None,
     wd.create()
     for sub in TRIAL_DIRS:
         wd.path(sub).mkdir(mode=0o755, parents=True, exist_ok=True)
+    if adaptive is not None:
+        wd.path("out/suggest").mkdir(mode=0o755, parents=True, exist_ok=True)
     digests = {"experiment.pkl": dump_pickle(wd.experiment_file, spec)}
     with gc_paused():
-        tasks = build_tasks(n_trials, int(trials_per_task), python, resources)
+        tasks = build_tasks(n_trials, int(trials_per_task), python, resources,
+                            batch_size=batch_size, repeats=sweep.repeats)
     meta = {
         "fingerprint": fp,
         "recipe": "sweep",
@@ -50,6 +61,8 @@ def compile_sweep(sweep, workdir, *, resources=None, trials_per_task=None,
         "trials_per_task": int(trials_per_task), "trial_name_width": name_width(n_trials),
         "metric": sweep.metric, "mode": sweep.mode, "on_error": sweep.on_error,
         "function": _describe(sweep), "seconds_per_trial": None,
+        "search": sweep.search, "batch_size": batch_size,
+        "early_stopping": sweep.early_stopping,
         "digests": digests,
         "versions": versions(),
     }

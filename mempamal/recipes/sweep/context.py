@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from ...context import load_compiled_pickle
 from ...errors import WorkdirError
 from ...workdir import Workdir
 from ...workflow import Workflow
-from .dag import trial_name
+from .dag import rounds, suggest_output, trial_name
 
 
 @dataclass
@@ -27,9 +28,57 @@ class SweepContext:
             self._func = _load_function(self.workflow, self.spec)
         return self._func
 
+    _rounds: dict = None  # round -> what its suggest task wrote (read once)
+
+    @property
+    def adaptive(self) -> dict | None:
+        """The model-based search's settings, or None when candidates are static."""
+        return self.spec.get("adaptive")
+
+    @property
+    def n_candidates(self) -> int:
+        if self.adaptive is not None:
+            return self.adaptive["n_iter"]
+        return len(self.spec["candidates"])
+
     @property
     def n_trials(self) -> int:
-        return len(self.spec["candidates"]) * self.spec["repeats"]
+        return self.n_candidates * self.spec["repeats"]
+
+    def round_of(self, candidate: int) -> int | None:
+        """The round that asked ``candidate`` (None for a static search)."""
+        if self.adaptive is None:
+            return None
+        return candidate // self.adaptive["batch_size"]
+
+    def suggested(self, round_index: int) -> dict:
+        """What ``suggest-r{round_index}`` wrote (FileNotFoundError before it ran)."""
+        if self._rounds is None:
+            self._rounds = {}
+        if round_index not in self._rounds:
+            with open(self.workdir.path(suggest_output(round_index)), encoding="utf-8") as fh:
+                self._rounds[round_index] = json.load(fh)
+        return self._rounds[round_index]
+
+    def params_of(self, candidate: int) -> dict:
+        """The parameters of ``candidate`` (a model-based one: from its round's file)."""
+        if self.adaptive is None:
+            return self.spec["candidates"][candidate]
+        r = self.round_of(candidate)
+        return self.suggested(r)["trials"][candidate - r * self.adaptive["batch_size"]][
+            "params"]
+
+    def known_candidates(self) -> list[dict]:
+        """Every candidate asked so far, in order (all of them for a static search)."""
+        if self.adaptive is None:
+            return list(self.spec["candidates"])
+        out = []
+        for r in range(len(rounds(self.n_candidates, self.adaptive["batch_size"]))):
+            try:
+                out += [t["params"] for t in self.suggested(r)["trials"]]
+            except (OSError, ValueError):
+                break  # not asked yet
+        return out
 
     def name(self, trial: int) -> str:
         """The zero-padded name of ``trial``'s files."""

@@ -23,7 +23,8 @@ class SweepResults:
     ----------
     trials : DataFrame
         One row per finished trial: ``trial``, ``candidate``,
-        ``param_<name>`` per parameter, ``seed``, each returned metric,
+        ``param_<name>`` per parameter, ``seed``, ``round`` (model-based
+        search only: the round that asked its candidate), each returned metric,
         ``state`` (``done``, ``failed``, ``pruned``), ``error``, ``seconds``,
         ``peak_rss_mb``, ``host``, ``attempt``.
     summary : DataFrame
@@ -73,9 +74,10 @@ class SweepResults:
     def mode(self) -> str:
         return self._ctx.spec["mode"]
 
-    @property
+    @cached_property
     def candidates(self) -> list[dict]:
-        return self._ctx.spec["candidates"]
+        """Every candidate (of a model-based search: every one asked so far)."""
+        return self._ctx.known_candidates()
 
     def _param_frame(self, candidate_index) -> pd.DataFrame:
         cands = self.candidates
@@ -97,6 +99,8 @@ class SweepResults:
                               "candidate": [d["candidate"] for d in docs]})
         frame = pd.concat([frame, self._param_frame([d["candidate"] for d in docs])], axis=1)
         frame["seed"] = [d["seed"] for d in docs]
+        if self._ctx.adaptive is not None:  # which suggest task asked it
+            frame["round"] = [d["round"] for d in docs]
         for m in self.metric_names:
             frame[m] = [d.get("metrics", {}).get(m, np.nan) for d in docs]
         for col in _TAIL_COLUMNS:

@@ -18,9 +18,10 @@ import traceback
 
 from ...errors import MempamalError
 from ...measure import TaskUsage
-from ...trial import Trial, as_number
+from ...trial import Trial, TrialStopped, as_number
 from ...workdir import Workdir, atomic_path, open_log, read_json, write_json, write_text
 from .context import SweepContext
+from .dag import rounds, suggest_output
 
 
 class SweepStopped(MempamalError):
@@ -29,7 +30,8 @@ class SweepStopped(MempamalError):
 
 def run(ctx: SweepContext, task) -> None:
     """Run ``task`` (a :class:`~mempamal.workflow.Task`) of the context's workdir."""
-    {"trial": run_trials, "aggregate": run_aggregate}[task.kind](ctx, task)
+    {"trial": run_trials, "suggest": run_suggest,
+     "aggregate": run_aggregate}[task.kind](ctx, task)
 
 
 def check_not_stopped(ctx: SweepContext) -> None:
@@ -97,17 +99,29 @@ def run_trial(ctx: SweepContext, task, t: int, attempt: int) -> dict:
     """Call the function for trial ``t``; its result record."""
     spec, wd = ctx.spec, ctx.workdir
     c, seed = ctx.candidate_of(t)
-    params = spec["candidates"][c]
+    params = ctx.params_of(c)
     name = ctx.name(t)
     doc = {"trial": t, "candidate": c, "seed": seed, "attempt": attempt,
            "host": socket.gethostname(), "start": time.time()}
-    trial = Trial(t, params, seed, attempt, wd.trial_dir(name), wd.trial_metrics_file(name))
+    if ctx.adaptive is not None:
+        doc["round"] = ctx.round_of(c)
+    stopper = None
+    if spec.get("early_stopping") is not None:
+        from ...adaptive.stopping import MedianStopper
+
+        stopper = MedianStopper(wd, spec["early_stopping"])
+    trial = Trial(t, params, seed, attempt, wd.trial_dir(name), wd.trial_metrics_file(name),
+                  stopper)
     kwargs = dict(params)
     if spec["takes_trial"]:
         kwargs["trial"] = trial
     usage = TaskUsage.start()  # the trial's own time and peak memory
     try:
         value = ctx.func(**kwargs)
+    except TrialStopped:
+        # stopped by the function itself: it keeps what it reported last
+        doc.update(state="pruned", metrics=dict(trial.last_values), error=None,
+                   error_type=None)
     except Exception as exc:
         if spec["on_error"] == "raise":
             print(f"mempamal: trial {t} ({params!r}, seed {seed}) failed; "
@@ -118,8 +132,8 @@ def run_trial(ctx: SweepContext, task, t: int, attempt: int) -> dict:
         doc.update(state="failed", metrics={}, error=f"{type(exc).__name__}: {exc}",
                    error_type=type(exc).__name__)
     else:
-        doc.update(state="done", metrics=_metrics(ctx, task, t, value), error=None,
-                   error_type=None)
+        doc.update(state="pruned" if trial.stopped else "done",
+                   metrics=_metrics(ctx, task, t, value), error=None, error_type=None)
     finally:
         trial.close()
         used = usage.stop()
@@ -161,6 +175,75 @@ def _metrics(ctx: SweepContext, task, t: int, value) -> dict:
     write_json(ctx.workdir.path(Workdir.SWEEP_STOP), {"message": message, "trial": t,
                                                       "task": task.id})
     raise SweepStopped(message)
+
+
+# -- suggest -----------------------------------------------------------------------
+def run_suggest(ctx: SweepContext, task) -> None:
+    """Ask the candidates of round ``task.args["round"]`` and write them atomically.
+
+    Everything it reads (the earlier rounds' files, the trials' results) is
+    final once its dependencies are done, and Optuna is seeded with
+    ``random_state``: run again after a crash, it writes the same file.
+    """
+    check_not_stopped(ctx)
+    from ...adaptive import suggest_batch
+
+    a, r = ctx.adaptive, task.args["round"]
+    batch = a["batch_size"]
+    finished = finished_candidates(ctx, r * batch)
+    if r > 0 and all(f.state == "failed" for f in finished[(r - 1) * batch:]):
+        message = (f"every trial of round {r - 1} failed (see their errors with `mempamal "
+                   f"results`); round {r} would fail too: fix the function and compile "
+                   "again")
+        write_json(ctx.workdir.path(Workdir.SWEEP_STOP), {"message": message,
+                                                          "task": task.id})
+        raise SweepStopped(message)
+    asked = len(rounds(ctx.n_candidates, batch)[r])
+    out = suggest_batch(a["search"], a["param_distributions"], ctx.spec["mode"], finished,
+                        asked, a["random_state"], r, enqueued=a["enqueued"][r * batch:],
+                        previous=ctx.suggested(r - 1) if r else None)
+    write_json(ctx.workdir.path(suggest_output(r)), out)
+
+
+def finished_candidates(ctx: SweepContext, n: int) -> list:
+    """The first ``n`` candidates as Optuna is told them (repeats: their mean).
+
+    A candidate is ``done`` when every repeat is, with the mean of the
+    metric; ``pruned`` when one was pruned and none failed, with the
+    intermediate values of the first pruned repeat; ``failed`` otherwise
+    (raised, NaN, or no result: killed, timed out).
+    """
+    from ...adaptive import Finished
+    from ...adaptive.space import is_number
+    from ...adaptive.stopping import read_history
+
+    spec, wd, batch = ctx.spec, ctx.workdir, ctx.adaptive["batch_size"]
+    metric = spec["metric"]
+    rule_metric = (spec.get("early_stopping") or {}).get("metric", metric)
+    out = []
+    for c in range(n):
+        r = ctx.round_of(c)
+        asked = ctx.suggested(r)["trials"][c - r * batch]
+        docs = []
+        for s in range(spec["repeats"]):
+            try:
+                docs.append(read_json(wd.path(Workdir.trial_output(
+                    ctx.name(c * spec["repeats"] + s)))))
+            except (OSError, ValueError):
+                docs.append({"state": "failed"})
+        values = [d.get("metrics", {}).get(metric) for d in docs]
+        states = [d.get("state") for d in docs]
+        if all(st == "done" for st in states) and all(is_number(v) for v in values):
+            out.append(Finished(asked["params"], sum(values) / len(values), "done",
+                                asked["system_attrs"]))
+        elif "pruned" in states and all(st in ("done", "pruned") for st in states):
+            first = c * spec["repeats"] + states.index("pruned")
+            steps = read_history(wd.trial_metrics_file(ctx.name(first)), rule_metric)
+            out.append(Finished(asked["params"], None, "pruned", asked["system_attrs"],
+                                steps))
+        else:
+            out.append(Finished(asked["params"], None, "failed", asked["system_attrs"]))
+    return out
 
 
 # -- aggregate ---------------------------------------------------------------------
