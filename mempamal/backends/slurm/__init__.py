@@ -75,6 +75,8 @@ class SlurmBackend(Backend):
 
     name = "slurm"
     options = options.DEFAULTS
+    #: the submission's notify jobs send the messages (nothing else stays alive)
+    sends_notifications = True
 
     def validate(self) -> None:
         options.validate(self.opts)
@@ -131,10 +133,13 @@ class SlurmBackend(Backend):
             already submitted by this call are cancelled.
         """
         with run_lock(workflow.workdir, "slurm submission"):
-            return Submission(self._submit(workflow))
+            sub = Submission(self._submit(workflow))
+            sub.notify = self._notify_records
+            return sub
 
     def _submit(self, workflow) -> list[Record]:
         wd = workflow.workdir
+        self._notify_records: list[Record] = []
         done = workflow.done()
         if len(done) == len(workflow.tasks):
             # nothing to submit: even while the last job of a run that just
@@ -164,14 +169,28 @@ class SlurmBackend(Backend):
                 argv.append(str(wd.backend_dir("slurm") / f"{job.stem}.sbatch"))
                 submitted[job.stem] = commands.sbatch(argv)
                 records.append(Record(submitted[job.stem], job.stem, spec))
+            if records and self.opts["notify"]:
+                self._submit_notify_jobs(wd, [r.job for r in records])
         except BaseException:
             # a refused job leaves its upstream jobs orphaned: take them back
-            commands.scancel([r.job for r in records])
+            commands.scancel([r.job for r in records + self._notify_records])
             raise
+        if self._notify_records:
+            commands.append_records(wd.backend_dir("slurm") / scripts.NOTIFY_JOBS_FILE,
+                                    self._notify_records, "mempamal")
         if records:
             commands.append_records(jobs_file(workflow), records, "mempamal")
             sizing.save_sizes(workflow, given)
         return records
+
+    def _submit_notify_jobs(self, wd, job_ids: list[str]) -> None:
+        """The failure watchdog and the end job: they send from a compute node."""
+        for stem, (_, kind, sep) in scripts.NOTIFY_JOBS.items():
+            job = commands.sbatch([f"--chdir={wd.root}",
+                                   f"--dependency={scripts.dependency(kind, sep, job_ids)}",
+                                   "--kill-on-invalid-dep=yes",
+                                   str(wd.backend_dir("slurm") / f"{stem}.sbatch")])
+            self._notify_records.append(Record(job, stem, "-"))
 
     def _sizes(self, workflow, jobs) -> tuple[dict, dict]:
         """``mem``/``time="auto"``: each job's limits and why (see :mod:`.sizing`)."""
@@ -309,12 +328,20 @@ def _last_outputs(workflow, todo) -> list[str]:
 
 
 class Submission(list):
-    """The :class:`~.commands.Record` of each job one submission made."""
+    """The :class:`~.commands.Record` of each job one submission made.
+
+    ``notify`` holds the records of its notify jobs (with ``notify`` URLs).
+    """
+
+    notify: list = []
 
     def __str__(self) -> str:
         if not self:
             return "nothing to submit: every task is done"
-        return f"{len(self)} SLURM job(s): " + ", ".join(f"{r.stem}={r.job}" for r in self)
+        text = f"{len(self)} SLURM job(s): " + ", ".join(f"{r.stem}={r.job}" for r in self)
+        if self.notify:
+            text += "; notify jobs: " + ", ".join(f"{r.stem}={r.job}" for r in self.notify)
+        return text
 
 
 class _TaskFiles:

@@ -12,7 +12,12 @@ DEFAULTS = {
     "account": None, "qos": None, "max_parallel": None, "max_array_size": None,
     "tasks_per_job": "auto", "setup": [], "extra_directives": [], "python": None,
     "job_name": "mempamal", "template_dir": None, "poll_interval": 5.0, "progress": None,
+    "mail_user": None, "mail_type": None,
 }
+
+#: what ``--mail-type`` accepts (sbatch(1)), comma-separated
+MAIL_TYPES = {"NONE", "BEGIN", "END", "FAIL", "REQUEUE", "ALL", "INVALID_DEPEND", "STAGE_OUT",
+              "TIME_LIMIT", "TIME_LIMIT_90", "TIME_LIMIT_80", "TIME_LIMIT_50", "ARRAY_TASKS"}
 
 # #SBATCH lines are parsed by sbatch, not by a shell: values cannot be quoted,
 # so they are restricted to characters that need no quoting
@@ -23,8 +28,13 @@ _MEM = re.compile(r"^\d+[KMGT]?$")
 
 def validate(opts: dict) -> None:
     """Check every option; raise ValidationError naming the bad value."""
-    for key in ("partition", "account", "qos", "gres"):
+    for key in ("partition", "account", "qos", "gres", "mail_user"):
         _check_word(opts, key)
+    mt = opts["mail_type"]
+    if mt is not None and not (isinstance(mt, str) and mt and
+                               set(mt.upper().split(",")) <= MAIL_TYPES):
+        raise ValidationError(f"mail_type must be one or more of {sorted(MAIL_TYPES)} joined "
+                              f"by commas (sbatch --mail-type), got {mt!r}")
     _check_word(opts, "job_name")
     if opts["job_name"] is None:
         raise ValidationError("job_name must be a string, got None")

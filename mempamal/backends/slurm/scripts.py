@@ -17,6 +17,16 @@ from .plan import Job, array_spec
 
 #: what submit.sh and the backend append job ids to, in ``WORKDIR/slurm/``
 JOBS_FILE = "jobs.tsv"
+#: the same for the notify jobs (kept apart: a pending watchdog is no running task)
+NOTIFY_JOBS_FILE = "notify-jobs.tsv"
+#: with ``notify``, jobs added after the task jobs: stem -> (event, dependency
+#: type, separator). The watchdog runs as soon as any task job ended without
+#: success ("?" is SLURM's "or"); --kill-on-invalid-dep cancels it once every
+#: one succeeded. The end job runs once all ended, however they ended.
+NOTIFY_JOBS = {"notify-failure": ("failure", "afternotok", "?"),
+               "notify-end": ("end", "afterany", ",")}
+#: minutes a notify job may take (a status read and one message)
+NOTIFY_MINUTES = 10
 
 
 def job_name(opts: dict, run_id: str, stem: str) -> str:
@@ -61,8 +71,43 @@ def directives(job: Job, workflow, opts: dict, run_id: str, size: dict | None = 
                         ("--gres", gres)):
         if value is not None:
             out.append(f"{flag}={value}")
+    out.extend(_mail(opts))
     out.extend(opts["extra_directives"])
     return out
+
+
+def _mail(opts: dict) -> list[str]:
+    """``--mail-user``/``--mail-type``, for clusters whose nodes cannot reach the outside."""
+    out = []
+    if opts["mail_user"] is not None:
+        out.append(f"--mail-user={opts['mail_user']}")
+    if opts["mail_type"] is not None:
+        out.append(f"--mail-type={opts['mail_type'].upper()}")
+    return out
+
+
+def dependency(kind: str, sep: str, job_ids) -> str:
+    """``--dependency`` value: ``kind`` on every job of ``job_ids``, joined by ``sep``."""
+    return sep.join(f"{kind}:{j}" for j in job_ids)
+
+
+def notify_script_text(workflow, opts: dict, run_id: str, stem: str) -> str:
+    """The sbatch script of a notify job: ``mempamal notify . --event EVENT``."""
+    event = NOTIFY_JOBS[stem][0]
+    python = next(iter(workflow.tasks.values())).command(opts["python"], ".")[0]
+    argv = [python, "-m", "mempamal", "notify", ".", "--event", event, "--backend", "slurm"]
+    out = [f"--job-name={job_name(opts, run_id, stem)}", "--output=logs/%x-%j.out"]
+    for flag, value in (("--partition", opts["partition"]), ("--account", opts["account"]),
+                        ("--qos", opts["qos"])):
+        if value is not None:
+            out.append(f"{flag}={value}")
+    out += [f"--time={NOTIFY_MINUTES}", "--cpus-per-task=1", *opts["extra_directives"]]
+    what = ("the first job that ends without success" if event == "failure"
+            else "the end of every job of the submission")
+    return render("slurm/job.sbatch.j2", opts["template_dir"],
+                  description=f"Notification at {what} (URLs in slurm/notify.json).",
+                  command=shlex.join(argv), run_id=run_id, array=False, setup=opts["setup"],
+                  notes=[], directives=out)
 
 
 def _mem(mem):
@@ -112,8 +157,11 @@ def submit_text(jobs: list[Job], opts: dict, run_id: str) -> str:
     for job in jobs:
         spec, deps = submission_args(job, throttle=opts["max_parallel"])
         lines.append(" ".join(shlex.quote(w) for w in (job.stem, spec, *deps)))
+    notify = [" ".join(shlex.quote(w) for w in (stem, kind, sep))
+              for stem, (_, kind, sep) in NOTIFY_JOBS.items()] if opts["notify"] else []
     return render("slurm/submit.sh.j2", opts["template_dir"], run_id=run_id,
-                  jobs_file=JOBS_FILE, submissions=lines)
+                  jobs_file=JOBS_FILE, submissions=lines, notify_jobs=notify,
+                  notify_jobs_file=NOTIFY_JOBS_FILE)
 
 
 def write_scripts(workflow, jobs: list[Job], opts: dict, run_id: str,
@@ -133,6 +181,13 @@ def write_scripts(workflow, jobs: list[Job], opts: dict, run_id: str,
         paths.append(out_dir / f"{job.stem}.sbatch")
         write_text(paths[-1], script_text(job, workflow, opts, run_id,
                                           (sizes or {}).get(job.stem)))
+    if opts["notify"]:
+        from ...notify import save_urls
+
+        save_urls(workflow.workdir, "slurm", opts["notify"])
+        for stem in NOTIFY_JOBS:
+            paths.append(out_dir / f"{stem}.sbatch")
+            write_text(paths[-1], notify_script_text(workflow, opts, run_id, stem))
     paths.append(out_dir / "submit.sh")
     write_text(paths[-1], submit_text(jobs, opts, run_id))
     paths[-1].chmod(0o755)
