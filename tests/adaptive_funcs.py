@@ -42,3 +42,15 @@ def curve(level, name, trial, n_steps=12, step_seconds=0.0, raise_on_stop=False)
 def branin_slow(x, y, act="relu"):
     """:func:`branin` taking a moment (a run can be killed midway)."""
     return branin(x, y, act, delay=0.3)
+
+
+def branin_curve(x, y, act, trial, n_steps=6):
+    """Branin approached over steps (``+ 1 / (step + 1)``); stops when told to."""
+    final = branin(x, y, act)["loss"]
+    loss = None
+    for step in range(n_steps):
+        loss = final + 10.0 / (step + 1)
+        trial.report(step, loss=loss)
+        if trial.should_stop():
+            break
+    return {"loss": loss}

@@ -279,3 +279,29 @@ def test_suggest_file_is_the_candidates_the_trials_ran(tmp_path):
     assert asked == [{"x": x, "y": y, "act": a} for x, y, a in
                      zip(res.trials["param_x"], res.trials["param_y"],
                          res.trials["param_act"])]
+
+
+def test_pruned_trials_are_told_to_optuna_as_pruned(tmp_path):
+    # which trials are pruned depends on timing; given what mempamal recorded
+    # (states, reported steps), a live study told the same asks the same
+    sweep = Sweep(adaptive_funcs.branin_curve, param_distributions=SPACE, search="tpe",
+                  n_iter=12, batch_size=4, random_state=7, metric="loss", mode="min",
+                  early_stopping={"rule": "median", "min_trials": 2, "warmup_steps": 1})
+    _, res = _run(sweep, tmp_path / "w")
+    t, hist = res.trials, res.history
+    # pruned before the last round: later suggests were told of it
+    assert (t.loc[t["round"] < 2, "state"] == "pruned").any(), "nothing pruned early"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="minimize", sampler=SAMPLERS["tpe"](7))
+    for r in range(3):
+        asked = [study.ask(OPTUNA_SPACE) for _ in range(4)]
+        for k, trial in enumerate(asked):
+            row = t.loc[4 * r + k]
+            assert trial.params == {"x": row["param_x"], "y": row["param_y"],
+                                    "act": row["param_act"]}, (r, k)
+            for _, h in hist[hist["trial"] == row["trial"]].iterrows():
+                trial.report(h["loss"], int(h["step"]))
+            if row["state"] == "pruned":
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            else:
+                study.tell(trial, row["loss"])
