@@ -103,12 +103,21 @@ def _log_once(client, run_id: str, data: dict) -> None:
     now = int(time.time() * 1000)
     params = [Param(k, _text(v)) for k, v in data.get("params", {}).items()
               if k not in have.params]
+    history = {k: [(int(step), float(v)) for step, v in steps if _number(v)]
+               for k, steps in data.get("history", {}).items()}
+    history = {k: steps for k, steps in history.items() if steps}
     metrics = [Metric(k, float(v), now, 0) for k, v in data.get("metrics", {}).items()
-               if k not in have.metrics and _number(v)]
-    for key, steps in data.get("history", {}).items():
-        if key not in have.metrics:
-            metrics += [Metric(key, float(v), now, int(step)) for step, v in steps
-                        if _number(v)]
+               if k not in have.metrics and k not in history and _number(v)]
+    for key, steps in history.items():
+        if key in have.metrics:
+            continue
+        metrics += [Metric(key, v, now, step) for step, v in steps]
+        # a reported metric is one series: the returned value ends it (one
+        # step later) only when it is not the last reported value already
+        final = data.get("metrics", {}).get(key)
+        last_step, last = max(steps)
+        if _number(final) and float(final) != last:
+            metrics.append(Metric(key, float(final), now, last_step + 1))
     # MLflow's batch limits: 100 params, 1000 metrics per call
     for start in range(0, len(params), 100):
         client.log_batch(run_id, params=params[start:start + 100])

@@ -90,3 +90,37 @@ def test_a_tracking_uri_mlflow_cannot_open_is_a_clear_error(finished, tmp_path):
         export_mlflow(wf.workdir.root, "nosuch://x")
     out = _export(tmp_path, wf.workdir.root, "nosuch://x")
     assert out.returncode == 2 and "cannot open the tracking URI" in out.stderr
+
+
+def test_sweep_exports_a_child_per_trial_with_its_history(tmp_path):
+    import functools
+
+    import sweep_funcs
+
+    from mempamal import Sweep
+
+    n_steps = 3
+    func = functools.partial(sweep_funcs.checkpointed, n_steps=n_steps,
+                             log=str(tmp_path / "calls.log"), step_seconds=0.0)
+    sweep = Sweep(func, param_grid={"x": [0.5, 2.0]}, metric="loss", mode="min")
+    wf = sweep.compile(tmp_path / "w")
+    wf.run("local", n_jobs=2, progress=False)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    for _ in range(2):
+        out = _export(tmp_path, wf.workdir.root, uri)
+        assert out.returncode == 0, out.stderr
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("mempamal").experiment_id])
+    children = {float(r.data.params["x"]): r for r in runs if "mempamal.child" in r.data.tags}
+    assert len(runs) == 3 and set(children) == {0.5, 2.0}
+    for x, child in children.items():
+        # the oracle: the loop's own arithmetic, step by step
+        total, losses = 0.0, []
+        for step in range(n_steps):
+            total += x * step
+            losses.append(1.0 / (1 + total))
+        history = client.get_metric_history(child.info.run_id, "loss")
+        assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(n_steps))
+        assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(losses)
+        assert child.data.tags["mempamal.state"] == "done"
+        assert child.info.status == "FINISHED"
