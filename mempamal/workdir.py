@@ -177,6 +177,20 @@ class Workdir:
             found.update(f"{head}/{n}" if head else n for n in names if n in present)
         return found
 
+    def listing(self, heads) -> set[str]:
+        """Relative paths of every entry of the directories ``heads`` (relative; missing: none)."""
+        found: set[str] = set()
+        for head in heads:
+            try:
+                names = os.listdir(self.root / head)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            if head:
+                found.update(f"{head}/{n}" for n in names)
+            else:
+                found.update(names)
+        return found
+
     def create(self) -> None:
         """Create the directory tree, without group/world write permission."""
         from .errors import WorkdirError
