@@ -271,7 +271,7 @@ def failures_section(run) -> Section | None:
         text = (g["example"] or "").rstrip() + "\n\nlogs:\n" + "\n".join(logs or ["(none)"])
         if more > 0:
             text += f"\n... and {more} more"
-        s.blocks.append((f"{g['count']} x {g['error_type']}: {g['error_line'] or ''}", text))
+        s.blocks.append((f"{g['count']} task(s): {g['error_line'] or g['error_type']}", text))
     if len(groups) > MAX_FAILURE_GROUPS:
         s.notes.append(f"{len(groups) - MAX_FAILURE_GROUPS} more groups not shown; "
                        "see `mempamal status`.")
