@@ -15,21 +15,31 @@ whose files count.
 Where the cluster comes from (at most one of ``address``, ``client`` and
 ``cluster``):
 
-- nothing: a ``LocalCluster`` of ``n_jobs`` single-threaded worker processes,
-  started for the run and closed after it;
+- nothing: a scheduler and ``n_jobs`` single-threaded workers in new
+  processes on this machine, listening on 127.0.0.1 only, started for the
+  run and closed after it (:mod:`.local_cluster`; not ``LocalCluster``,
+  whose workers re-run a user's script that has no ``__main__`` guard);
 - ``address``: the scheduler of a running cluster (``tcp://host:8786``);
 - ``client``: an existing ``distributed.Client`` (Python API only);
 - ``cluster``: a cluster object (``dask_jobqueue.SLURMCluster(...)``,
   ``LocalCluster(...)``), or the name of one to start for the run and close
-  after it: ``"local"`` or a dask-jobqueue scheduler (``"slurm"``, ``"pbs"``...),
-  built with ``cluster_options``.
+  after it: ``"local"`` (the default above) or a dask-jobqueue scheduler
+  (``"slurm"``, ``"pbs"``...), built with ``cluster_options``.
+
+A cluster the user brings (``address``, ``client``, a cluster object) is
+used as it is: mempamal changes none of its settings. What mempamal starts
+keeps its dashboard on 127.0.0.1:8787 (a free port when 8787 is taken), or
+where the ``dashboard`` option says; a dask-jobqueue scheduler itself must
+listen where the batch jobs' workers can reach it (its ``interface``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import warnings
+from pathlib import Path
 
 import distributed
 from distributed.deploy import Cluster
@@ -38,6 +48,7 @@ from ...errors import BackendError, ValidationError
 from ...lock import run_lock
 from ..base import Backend, RunReport, resume_in_background
 from .execution import announce, run_rounds, task_resources
+from .local_cluster import LOOPBACK, OwnCluster, check_options, dashboard_address
 from .worker import TaskFailed, run_on_worker
 
 __all__ = ["DaskBackend", "TaskFailed", "run_on_worker"]
@@ -72,8 +83,19 @@ class DaskBackend(Backend):
         ``"sge"``, ``"lsf"``, ``"htcondor"``, ``"moab"``, ``"oar"``): started
         with ``cluster_options`` for the run and closed after it.
     cluster_options : dict or None
-        Keyword arguments of the cluster mempamal starts (``LocalCluster`` or
-        the dask-jobqueue class), e.g. ``{"cores": 1, "memory": "2GB"}``.
+        Keyword arguments of the cluster mempamal starts: for the local one
+        ``host`` (default ``127.0.0.1``), ``scheduler_port``,
+        ``dashboard_address`` (same as ``dashboard``), ``n_workers`` (same as
+        ``n_jobs``), ``threads_per_worker``, ``memory_limit``, ``resources``;
+        for a dask-jobqueue one, its class's arguments, e.g.
+        ``{"cores": 1, "memory": "2GB"}``.
+    dashboard : str, bool or None
+        Where the dashboard of the cluster mempamal starts listens:
+        ``"host:port"``, or ``":port"`` / ``"port"`` for that port on the
+        cluster's host (127.0.0.1 by default, not every interface); False:
+        no dashboard. Default: ``127.0.0.1:8787``, or a free port when 8787
+        is taken. mempamal prints the address that really listens. Not
+        allowed with ``address``, ``client`` or a cluster object.
     resources : bool, dict or None
         Turn the tasks' resource hints into Dask worker resources the tasks
         require. True maps ``cpus`` -> ``CPU``, ``mem_mb`` -> ``MEMORY_MB``,
@@ -90,7 +112,7 @@ class DaskBackend(Backend):
     name = "dask"
     options = {"n_jobs": None, "address": None, "client": None, "cluster": None,
                "cluster_options": None, "resources": None, "progress": None,
-               "worker_timeout": None}
+               "worker_timeout": None, "dashboard": None}
 
     # -- options ---------------------------------------------------------------
     def validate(self) -> None:
@@ -108,6 +130,7 @@ class DaskBackend(Backend):
                                   f"{type(o['client']).__name__} {o['client']!r}")
         self._validate_cluster()
         self._validate_n_jobs()
+        self._validate_dashboard()
         self.resource_map = _resource_map(o["resources"])
         if o["progress"] is not None and not isinstance(o["progress"], bool):
             raise ValidationError(f"progress must be true, false or None, got {o['progress']!r}")
@@ -134,6 +157,29 @@ class DaskBackend(Backend):
         if not self._starts_cluster:
             raise ValidationError("cluster_options configure the cluster mempamal starts; "
                                   "they cannot apply with address, client or a cluster object")
+        if (cluster or "local") == "local":
+            check_options(copts)
+            if "n_workers" in copts and self.opts["n_jobs"] is not None:
+                raise ValidationError(f"n_jobs={self.opts['n_jobs']!r} and cluster_options "
+                                      f"n_workers={copts['n_workers']!r} say the same thing: "
+                                      "give one")
+
+    def _validate_dashboard(self) -> None:
+        o = self.opts
+        copts = o["cluster_options"] or {}
+        local = (o["cluster"] or "local") == "local"
+        given = copts.get("dashboard_address") if local else (
+            copts.get("scheduler_options") or {}).get("dashboard_address")
+        if o["dashboard"] is None:
+            return
+        if not self._starts_cluster:
+            raise ValidationError(
+                f"dashboard={o['dashboard']!r} configures the cluster mempamal starts; a "
+                "cluster given by address, client or object keeps its own dashboard")
+        if given is not None:
+            raise ValidationError(f"dashboard={o['dashboard']!r} and cluster_options "
+                                  f"dashboard_address={given!r} say the same thing: give one")
+        dashboard_address(o["dashboard"])  # raises on a bad value
 
     def _validate_n_jobs(self) -> None:
         n = self.opts["n_jobs"]
@@ -175,8 +221,8 @@ class DaskBackend(Backend):
                 return RunReport()
             needs = {t.id: task_resources(t, self.resource_map)
                      for t in workflow.tasks.values()}
-            with self._client() as client:
-                announce(client)
+            with self._client(wd) as (client, own):
+                announce(client, own)
                 self._check_workers(client, {t.id: needs[t.id] for t in todo})
                 report = run_rounds(client, workflow, todo, needs, self.opts["progress"])
         return report.raise_for_failures()
@@ -193,16 +239,20 @@ class DaskBackend(Backend):
                                   "or cluster object; give address or a cluster name, or "
                                   "use run()")
         keys = ("n_jobs", "address", "cluster", "cluster_options", "resources",
-                "worker_timeout", "notify")
+                "worker_timeout", "notify", "dashboard")
         return resume_in_background(workflow, self.name, {k: o[k] for k in keys})
 
     @contextlib.contextmanager
-    def _client(self):
-        """A connected client; what mempamal started is closed on the way out."""
+    def _client(self, workdir=None):
+        """A connected client, and the :class:`OwnCluster` behind it if mempamal started one.
+
+        What mempamal started is closed on the way out.
+        """
         o = self.opts
         if o["client"] is not None:
-            yield o["client"]
+            yield o["client"], None
             return
+        own = None
         with contextlib.ExitStack() as stack:
             if o["address"] is not None:
                 target = o["address"]
@@ -210,40 +260,61 @@ class DaskBackend(Backend):
                 target = o["cluster"]
                 if o["n_jobs"] is not None:
                     target.scale(o["n_jobs"])
+            elif (o["cluster"] or "local") == "local":
+                own = stack.enter_context(self._own_cluster(workdir))
+                target = own.address
             else:
-                target = stack.enter_context(self._new_cluster())
+                target = stack.enter_context(self._jobqueue_cluster())
             try:
                 client = distributed.Client(target, set_as_default=False)
             except (OSError, TimeoutError) as exc:
                 raise BackendError(f"cannot connect to the Dask scheduler at {target!r}: "
                                    f"{exc}") from exc
             stack.enter_context(client)
-            yield client
+            if own is not None:
+                own.wait_for_workers(client)
+            yield client, own
 
-    def _new_cluster(self):
+    def _own_cluster(self, workdir) -> OwnCluster:
+        """The local cluster: one single-threaded worker process per job, on loopback.
+
+        Single-threaded because tasks set their own BLAS threads and
+        redirect the process's stdout to their log.
+        """
         o = self.opts
-        kind = o["cluster"] or "local"
         copts = dict(o["cluster_options"] or {})
-        if kind == "local":
-            # one single-threaded process per job: tasks set their own BLAS
-            # threads and redirect the process's stdout to their log
-            kwargs = {"n_workers": o["n_jobs"] or os.cpu_count() or 1,
-                      "threads_per_worker": 1, "processes": True, **copts}
-            factory, name = distributed.LocalCluster, "LocalCluster"
-        else:
-            try:
-                import dask_jobqueue
-            except ImportError as exc:
-                raise BackendError(f"cluster={kind!r} needs dask-jobqueue ({exc}); install "
-                                   "it with `pip install dask-jobqueue`") from exc
-            name = JOBQUEUE_CLUSTERS[kind]
-            factory, kwargs = getattr(dask_jobqueue, name), copts
+        host = copts.pop("host", LOOPBACK)
+        dash = copts.pop("dashboard_address", o["dashboard"])
+        n = o["n_jobs"] or copts.pop("n_workers", None) or os.cpu_count() or 1
+        copts.pop("n_workers", None)
+        directory = (workdir.backend_dir(self.name) if workdir is not None
+                     else Path(tempfile.mkdtemp(prefix="mempamal-dask-")))
+        return OwnCluster(directory, n, host=host, dashboard=dashboard_address(dash, host),
+                          **copts)
+
+    def _jobqueue_cluster(self):
+        o = self.opts
+        kind = o["cluster"]
+        kwargs = dict(o["cluster_options"] or {})
+        # the scheduler must listen where the jobs' workers reach it; its
+        # dashboard need not: loopback unless told (ssh -L to look at it)
+        sched = dict(kwargs.get("scheduler_options") or {})
+        if "dashboard_address" not in sched:
+            dash = dashboard_address(o["dashboard"])
+            sched.update({"dashboard": False, "dashboard_address": f"{LOOPBACK}:0"}
+                         if dash is None else {"dashboard_address": dash})
+        kwargs["scheduler_options"] = sched
         try:
-            cluster = factory(**kwargs)
+            import dask_jobqueue
+        except ImportError as exc:
+            raise BackendError(f"cluster={kind!r} needs dask-jobqueue ({exc}); install "
+                               "it with `pip install dask-jobqueue`") from exc
+        name = JOBQUEUE_CLUSTERS[kind]
+        try:
+            cluster = getattr(dask_jobqueue, name)(**kwargs)
         except (TypeError, ValueError, OSError) as exc:
             raise BackendError(f"cannot start {name}(**{kwargs!r}): {exc}") from exc
-        if kind != "local":
-            cluster.scale(o["n_jobs"] or 1)
+        cluster.scale(o["n_jobs"] or 1)
         return cluster
 
     def _check_workers(self, client, needs: dict) -> None:

@@ -31,11 +31,21 @@ def task_resources(task, mapping: dict) -> dict:
     return need
 
 
-def announce(client) -> None:
-    """Tell where to watch the run."""
-    services = client.scheduler_info(n_workers=0).get("services", {})
-    if "dashboard" in services:
-        print(f"mempamal: Dask dashboard at {client.dashboard_link}", file=sys.stderr)
+def announce(client, own=None) -> None:
+    """Tell where to watch the run.
+
+    For the cluster mempamal started (``own``), the address its dashboard's
+    socket really listens on (nothing without a dashboard); for a cluster the
+    user brought, the link distributed gives.
+    """
+    if own is not None:
+        url = own.dashboard_url(client)
+    elif "dashboard" in client.scheduler_info(n_workers=0).get("services", {}):
+        url = client.dashboard_link
+    else:
+        url = None
+    if url:
+        print(f"mempamal: Dask dashboard at {url}", file=sys.stderr)
 
 
 def run_rounds(client, workflow, todo, needs: dict, progress) -> RunReport:
