@@ -56,6 +56,17 @@ class Experiment:
         with the outer splits: the model to keep
         (``load_results(W).final_estimator``), as
         ``GridSearchCV(...).fit(X, y)`` gives it.
+    search : {"grid", "random", "tpe", "cmaes", "qmc"}, optional
+        How candidates are chosen. By default ``"grid"`` with
+        ``param_grid`` and ``"random"`` with ``param_distributions``.
+        ``"tpe"``, ``"cmaes"`` and ``"qmc"`` are model-based (Optuna's
+        samplers, extra ``mempamal[optuna]``): each outer split runs its own
+        search of ``n_iter`` candidates on its inner CV, asked in rounds of
+        ``batch_size`` by suggest tasks told the mean inner score of the
+        refit metric; ``candidates`` given too are evaluated first.
+    batch_size : int, optional
+        Candidates per round of a model-based search (default
+        ``min(8, n_iter)``); every inner split of a round runs in parallel.
 
     Examples
     --------
@@ -82,6 +93,8 @@ class Experiment:
         return_train_score: bool = False,
         return_estimator: bool = False,
         final_model: bool = False,
+        search=None,
+        batch_size=None,
     ) -> None:
         from .validation import as_cv
 
@@ -98,7 +111,19 @@ class Experiment:
             "param_grid": param_grid, "param_distributions": param_distributions,
             "n_iter": n_iter, "random_state": random_state, "candidates": candidates,
         }
-        self.candidates = make_candidates(**self.space)
+        from .adaptive.space import adaptive_settings
+
+        self.search, self.adaptive = adaptive_settings(self.space, search, batch_size)
+        if self.adaptive is None:
+            self.candidates = make_candidates(**self.space)
+        else:
+            self.candidates = list(self.adaptive["enqueued"])
+            if self.inner_cv is None:
+                raise ValidationError(f"search={search!r} chooses candidates on an inner "
+                                      "cross-validation, but inner_cv=None")
+            if self.final_model:
+                raise ValidationError(f"final_model=True is not available with "
+                                      f"search={search!r} yet; use a grid or random search")
         self._validate()
 
     def __repr__(self) -> str:
@@ -107,8 +132,24 @@ class Experiment:
 
     @property
     def n_candidates(self) -> int:
-        """Number of candidate parameter dicts."""
+        """Number of candidates (of each outer split's search when model-based)."""
+        if self.adaptive is not None:
+            return self.adaptive["n_iter"]
         return len(self.candidates)
+
+    def probe_candidates(self) -> list[dict]:
+        """Candidates checked at construction and fitted once at compile.
+
+        A model-based search knows only the candidates given to evaluate
+        first; one drawn from the space stands for those suggest tasks ask.
+        """
+        if self.adaptive is None or len(self.candidates) == self.n_candidates:
+            return self.candidates
+        from sklearn.model_selection import ParameterSampler
+
+        drawn = ParameterSampler(self.adaptive["param_distributions"], 1,
+                                 random_state=self.adaptive["random_state"])
+        return [*self.candidates, *[dict(c) for c in drawn]]
 
     @property
     def scorer_names(self) -> list[str]:
@@ -128,7 +169,7 @@ class Experiment:
     def _validate(self) -> None:
         from .validation import check_estimator_and_candidates
 
-        check_estimator_and_candidates(self.estimator, self.candidates)
+        check_estimator_and_candidates(self.estimator, self.probe_candidates())
         es = self.error_score
         if not (es == "raise" if isinstance(es, str) else isinstance(es, numbers.Number)):
             raise ValidationError(f"error_score must be 'raise' or a number, got {es!r}")
@@ -177,6 +218,8 @@ class Experiment:
             "return_estimator": self.return_estimator,
             "nested": self.inner_cv is not None,
             "final_model": self.final_model,
+            "search": self.search,
+            "adaptive": self.adaptive,
         }
 
     # -- compile ---------------------------------------------------------------

@@ -114,7 +114,9 @@ class Sweep:
         self.on_error = on_error
         self._check_options()
         _check_not_empty(self.space)
-        self.search, self.adaptive = _check_search(self.space, search, batch_size)
+        from .adaptive.space import adaptive_settings
+
+        self.search, self.adaptive = adaptive_settings(self.space, search, batch_size)
         self.early_stopping = _check_early_stopping(early_stopping, self.metric, self.mode)
         if self.adaptive is not None:
             # the enqueued candidates and one with every sampled name stand
@@ -239,69 +241,6 @@ def _check_not_empty(space: dict) -> None:
                 isinstance(p, dict) and not p for p in parts):
             raise ValidationError(f"{key}={value!r} is an empty search space; expected a "
                                   "dict of parameter name -> values (or a list of them)")
-
-
-def _check_search(space: dict, search, batch_size) -> tuple[str, dict | None]:
-    """The search's name, and for a model-based one what its suggest tasks need.
-
-    Raises before anything is written: an unknown search, a space that does
-    not fit it, ``batch_size`` out of range, optuna missing.
-    """
-    grid, dists = space["param_grid"], space["param_distributions"]
-    if search is None:
-        search = "random" if dists is not None else "grid"
-    from .adaptive.space import SEARCHES
-
-    if search not in SEARCHES:
-        raise ValidationError(f"search={search!r} is not a search; expected one of "
-                              f"{sorted(SEARCHES)}")
-    if SEARCHES[search] == "static":
-        if batch_size is not None:
-            raise ValidationError(f"batch_size={batch_size!r} is for a model-based search "
-                                  f"(tpe, cmaes, qmc); search={search!r} knows every "
-                                  "candidate at compile time")
-        if search == "grid" and dists is not None:
-            raise ValidationError("search='grid' takes param_grid, not param_distributions")
-        if search == "random" and grid is not None:
-            raise ValidationError("search='random' takes param_distributions, not "
-                                  "param_grid (or use search='grid')")
-        return search, None
-    n_iter = space["n_iter"]
-    if batch_size is None and isinstance(n_iter, int) and n_iter >= 1:
-        batch_size = min(8, n_iter)
-    from .adaptive.space import check_search, to_optuna
-
-    check_search(search, param_grid=grid, param_distributions=dists, n_iter=n_iter,
-                 batch_size=batch_size)
-    enqueued = space["candidates"]
-    if enqueued is None:
-        enqueued = []
-    if (not isinstance(enqueued, (list, tuple))
-            or not all(isinstance(c, dict) for c in enqueued)):
-        raise ValidationError(f"candidates={enqueued!r}: expected a list of dicts")
-    if len(enqueued) > n_iter:
-        raise ValidationError(f"{len(enqueued)} candidates given to evaluate first, more "
-                              f"than n_iter={n_iter}")
-    names = set(dists)
-    for k, cand in enumerate(enqueued):
-        if set(cand) != names:
-            raise ValidationError(f"candidate {k} ({cand!r}) must set exactly the "
-                                  f"parameters of param_distributions: {sorted(names)}")
-    seed = space["random_state"]
-    if seed is None:
-        # a static workflow must ask the same candidates when it runs again
-        seed = 0
-    elif not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
-        raise ValidationError(f"random_state must be an int or None for search={search!r}, "
-                              f"got {seed!r}")
-    return search, {
-        "search": search, "param_distributions": dict(dists), "n_iter": int(n_iter),
-        "batch_size": int(batch_size), "random_state": int(seed),
-        "enqueued": [dict(c) for c in enqueued],
-        # what the fingerprint sees of the space: scipy objects hash unstably
-        "space": {k: list(dists[k]) if isinstance(dists[k], (list, tuple)) else repr(v)
-                  for k, v in sorted(to_optuna(dists).items())},
-    }
 
 
 #: rule -> its defaults (Optuna's MedianPruner: n_startup_trials=5, n_warmup_steps=0)

@@ -18,7 +18,7 @@ from ...splits import compute_splits
 from ...validation import check_data, check_non_finite, check_resources
 from ...workdir import Workdir, save_npz
 from ...workflow import Workflow, gc_paused, sha256_file
-from .dag import build_tasks
+from .dag import build_adaptive_tasks, build_tasks
 from .fit_params import check_params, route
 from .reuse import ReuseIndex, as_workdirs
 
@@ -39,8 +39,18 @@ def compile_experiment(exp, workdir, X, y=None, groups=None, *, params=None,
                             final=exp.final_model)
     spec = exp.clone_spec()
     spec["params"], per_sample = route(exp, params, n_samples)
-    check_non_finite(X, lambda rows: _first_fit(spec, X, y, splits, add_rows=rows))
-    fp = fingerprint((spec, X, y, groups, per_sample, splits.to_arrays()))
+    adaptive = spec["adaptive"]
+    # what is fitted once here: a model-based search's first candidate is not known yet
+    probe = spec if adaptive is None else {**spec, "candidates": exp.probe_candidates()}
+    check_non_finite(X, lambda rows: _first_fit(probe, X, y, splits, add_rows=rows))
+    described = spec
+    if adaptive is not None:  # scipy.stats objects hash unstably: their Optuna form
+        if reuse is not None:
+            raise ValidationError(f"reuse= grows a grid; search={adaptive['search']!r} asks "
+                                  "its candidates as it goes: compile without reuse")
+        described = {**spec, "adaptive": {k: v for k, v in adaptive.items()
+                                          if k != "param_distributions"}}
+    fp = fingerprint((described, X, y, groups, per_sample, splits.to_arrays()))
     wd = Workdir(workdir)
     existing = existing_workflow(wd, fp)
     if existing is not None:
@@ -56,9 +66,26 @@ def compile_experiment(exp, workdir, X, y=None, groups=None, *, params=None,
     save_npz(wd.splits_file, splits.to_arrays())
     digests["splits.npz"] = sha256_file(wd.splits_file)
     seconds_per_fit, fit_peak_mb = None, None
+    n_inner = [splits.n_inner(o) for o in range(splits.n_outer)]
+    if adaptive is not None:
+        wd.path("out/suggest").mkdir(mode=0o755, parents=True, exist_ok=True)
+        if chunk_size is None:  # one fit task per inner split and round
+            chunk_size = adaptive["batch_size"]
+        with gc_paused():
+            tasks = build_adaptive_tasks(n_inner, exp.n_candidates, adaptive["batch_size"],
+                                         chunk_size, python, resources)
+        return _save(wd, tasks, {
+            "fingerprint": fp, "recipe": "nested_cv",
+            "n_outer": splits.n_outer, "n_inner": n_inner, "n_inner_final": 0,
+            "n_candidates": exp.n_candidates, "chunk_size": chunk_size,
+            "search": adaptive["search"], "batch_size": adaptive["batch_size"],
+            "seconds_per_fit": None, "fit_peak_mb": None,
+            "scorer_names": spec["scorer_names"], "data": data_formats, "reused": None,
+            "digests": digests,
+            "versions": versions(**{"scikit-learn": sklearn.__version__}),
+        })
     if chunk_size is None:
         chunk_size, seconds_per_fit, fit_peak_mb = _auto_chunk_size(spec, X, y, splits)
-    n_inner = [splits.n_inner(o) for o in range(splits.n_outer)]
     cand_chunks = None
     if index is not None:  # reused candidates in chunks of their own: written now
         old = sorted(index.reusable_candidates())
@@ -83,6 +110,10 @@ def compile_experiment(exp, workdir, X, y=None, groups=None, *, params=None,
         "digests": digests,
         "versions": versions(**{"scikit-learn": sklearn.__version__}),
     }
+    return _save(wd, tasks, meta)
+
+
+def _save(wd, tasks, meta) -> Workflow:
     wf = Workflow(wd, tasks, meta)
     wf.save()  # last: its existence means the compile finished
     return wf

@@ -25,6 +25,41 @@ class NestedCVContext:
     splits: Splits
     stored_params: dict = field(default_factory=dict)
 
+    _asked: dict = field(default_factory=dict)  # (o, round) -> what its suggest wrote
+
+    @property
+    def n_candidates(self) -> int:
+        """Candidates of each outer split's search."""
+        adaptive = self.spec.get("adaptive")
+        return adaptive["n_iter"] if adaptive else len(self.spec["candidates"])
+
+    def suggested(self, o: int, round_index: int) -> dict:
+        """What ``suggest-o{o}-r{round_index}`` wrote (read once; final once written)."""
+        key = (o, round_index)
+        if key not in self._asked:
+            import json
+
+            from .dag import suggest_output
+
+            with open(self.workdir.path(suggest_output(o, round_index)),
+                      encoding="utf-8") as fh:
+                self._asked[key] = json.load(fh)
+        return self._asked[key]
+
+    def candidate(self, o, c: int) -> dict:
+        """Candidate ``c`` of outer split ``o``'s search."""
+        adaptive = self.spec.get("adaptive")
+        if not adaptive:
+            return self.spec["candidates"][c]
+        r, k = divmod(c, adaptive["batch_size"])
+        return self.suggested(o, r)["trials"][k]["params"]
+
+    def candidates_of(self, o) -> list[dict]:
+        """Every candidate of outer split ``o``'s search (all asked by now)."""
+        if not self.spec.get("adaptive"):
+            return self.spec["candidates"]
+        return [self.candidate(o, c) for c in range(self.n_candidates)]
+
     def fit_params(self, destination: str) -> dict:
         """Fit parameters routed to ``destination`` (``inner_fit``, ``outer_score``...)."""
         routed = self.spec.get("params", {}).get(destination)

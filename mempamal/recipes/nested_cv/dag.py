@@ -16,6 +16,64 @@ def chunks(n_candidates: int, chunk_size: int) -> list[list[int]]:
             for s in range(0, n_candidates, chunk_size)]
 
 
+def suggest_output(o: int, round_index: int) -> str:
+    """``out/suggest/oO-rR.json``: candidates asked for round ``R`` of outer split ``O``."""
+    return f"out/suggest/o{o}-r{round_index}.json"
+
+
+def build_adaptive_tasks(n_inner: list[int], n_candidates: int, batch_size: int,
+                         chunk_size: int, python: str | None = None,
+                         resources: dict | None = None) -> list[Task]:
+    """Tasks of a nested CV whose outer splits each run a model-based search.
+
+    For outer split ``o``, round ``r``::
+
+        suggest-o{o}-r{r}     ask the round's candidates (out/suggest/o{o}-r{r}.json)
+              |
+        fit-o{o}-i{i}-c{c}    every inner split i, the round's candidate chunks c
+              |  (all i, c of the round)
+        suggest-o{o}-r{r+1} ... -> select-o{o} -> aggregate
+
+    Chunks are numbered across rounds (``c`` is unique within a split) and
+    never cross a round. There is no barrier between outer splits.
+    """
+    res = dict(resources or {})
+    res.setdefault("cpus", 1)
+    suggest_res = {"cpus": 1, "mem_mb": 1000, "time_min": 10}
+    prefix = command_prefix(python)
+    tasks: list[Task] = []
+    selects = []
+    rounds = [list(range(s, min(s + batch_size, n_candidates)))
+              for s in range(0, n_candidates, batch_size)]
+    for o, n_i in enumerate(n_inner):
+        fits: list[str] = []
+        previous: list[str] = []
+        c = 0
+        for r, cands in enumerate(rounds):
+            suggest = f"suggest-o{o}-r{r}"
+            deps = previous + ([f"suggest-o{o}-r{r - 1}"] if r else [])
+            tasks.append(Task(suggest, "suggest", [suggest_output(o, r)], deps, suggest_res,
+                              {"o": o, "round": r}, prefix))
+            chunked = [cands[k:k + chunk_size] for k in range(0, len(cands), chunk_size)]
+            previous = []
+            for i in range(n_i):
+                for k, chunk in enumerate(chunked):
+                    tid = f"fit-o{o}-i{i}-c{c + k}"
+                    tasks.append(Task(tid, "fit", [Workdir.fit_output(o, i, c + k)], [suggest],
+                                      res, {"o": o, "i": i, "candidates": chunk, "round": r},
+                                      prefix))
+                    previous.append(tid)
+            c += len(chunked)
+            fits += previous
+        tid = f"select-o{o}"
+        tasks.append(Task(tid, "select", [Workdir.select_output(o)], fits, res, {"o": o},
+                          prefix))
+        selects.append(tid)
+    outputs = [Workdir.FINAL_SUMMARY, Workdir.FINAL_CV_RESULTS, Workdir.FINAL_OUTER_SCORES]
+    tasks.append(Task("aggregate", "aggregate", outputs, selects, res, {}, prefix))
+    return tasks
+
+
 def build_tasks(n_inner: list[int], n_candidates: int, chunk_size: int,
                 python: str | None = None, resources: dict | None = None,
                 final_inner: int = 0, cand_chunks: list[list[int]] | None = None) -> list[Task]:
@@ -85,4 +143,6 @@ def estimated_seconds(task: Task, meta: dict) -> float | None:
         return seconds_per_fit * len(task.args["candidates"])
     if task.kind == "select":
         return 2 * seconds_per_fit
+    if task.kind == "suggest":  # Optuna's import, then tell + ask
+        return 2.0
     return 0.1

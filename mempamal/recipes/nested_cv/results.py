@@ -74,10 +74,14 @@ class Results:
     def best_index(self) -> list[int]:
         return [self._docs[o]["best_index"] for o in self.outer_splits]
 
+    def _candidates(self, o) -> list[dict]:
+        """Outer split ``o``'s candidates (a model-based search asks its own)."""
+        return self._docs[o].get("candidates") or self._ctx.spec["candidates"]
+
     @property
     def best_params(self) -> list[dict]:
-        cands = self._ctx.spec["candidates"]
-        return [dict(cands[i]) for i in self.best_index]
+        return [dict(self._candidates(o)[self._docs[o]["best_index"]])
+                for o in self.outer_splits]
 
     @cached_property
     def outer_scores(self) -> pd.DataFrame:
@@ -98,11 +102,11 @@ class Results:
     def cv_results(self) -> pd.DataFrame:
         if not self._ctx.spec["nested"]:
             return pd.DataFrame()
-        cands = self._ctx.spec["candidates"]
-        params = pd.DataFrame({f"param_{k}": [c.get(k) for c in cands]
-                               for k in sorted({k for c in cands for k in c})})
         frames = []
         for o in self.outer_splits:
+            cands = self._candidates(o)
+            params = pd.DataFrame({f"param_{k}": [c.get(k) for c in cands]
+                                   for k in sorted({k for c in cands for k in c})})
             frame = _with_params(self._docs[o]["inner"], params, cands)
             frame.insert(0, "outer_split", o)
             frames.append(frame)

@@ -54,7 +54,8 @@ def fit_and_score(spec, X, y, train, test, params, return_estimator=False, score
 
 def run(ctx: TaskContext, task) -> None:
     """Run ``task`` (a :class:`~mempamal.workflow.Task`) of the context's workdir."""
-    {"fit": run_fit, "select": run_select, "aggregate": run_aggregate}[task.kind](ctx, task)
+    {"fit": run_fit, "select": run_select, "suggest": run_suggest,
+     "aggregate": run_aggregate}[task.kind](ctx, task)
 
 
 # -- fit ---------------------------------------------------------------------
@@ -72,7 +73,7 @@ def run_fit(ctx: TaskContext, task) -> None:
                               ctx.spec["error_score"])
     where = "inner" if i is not None else "outer"
     fit_params, score_params = ctx.fit_params(f"{where}_fit"), ctx.fit_params(f"{where}_score")
-    rows = [fit_and_score(ctx.spec, ctx.X, ctx.y, train, test, ctx.spec["candidates"][c],
+    rows = [fit_and_score(ctx.spec, ctx.X, ctx.y, train, test, ctx.candidate(o, c),
                           return_estimator=keep, scorer=scorer, fit_params=fit_params,
                           score_params=score_params)
             for c in task.args["candidates"]]
@@ -91,7 +92,7 @@ def inner_results(ctx: TaskContext, o: int) -> tuple[dict, list[str]]:
     """
     spec = ctx.spec
     errors: list[str] = []
-    n_cand, n_splits = len(spec["candidates"]), ctx.splits.n_inner(o)
+    n_cand, n_splits = ctx.n_candidates, ctx.splits.n_inner(o)
     by_key: dict[str, np.ndarray] = {}
 
     def grid(key):
@@ -148,13 +149,18 @@ def sklearn_cv_results(candidates: list[dict], results: dict) -> dict:
     return full
 
 
-def best_index(spec, results: dict) -> int:
-    """The candidate ``GridSearchCV`` would pick (its rank and tie-break)."""
+def best_index(spec, results: dict, candidates: list[dict] | None = None) -> int:
+    """The candidate ``GridSearchCV`` would pick (its rank and tie-break).
+
+    ``candidates``: those the results are of (default: the spec's).
+    """
+    if candidates is None:
+        candidates = spec["candidates"]
     if callable(spec["refit"]):
         # the callable sees cv_results as scikit-learn builds it
-        full = sklearn_cv_results(spec["candidates"], results)
+        full = sklearn_cv_results(candidates, results)
         idx = spec["refit"](full)
-        if not isinstance(idx, (int, np.integer)) or not 0 <= idx < len(spec["candidates"]):
+        if not isinstance(idx, (int, np.integer)) or not 0 <= idx < len(candidates):
             raise ValueError(f"refit callable returned {idx!r}; expected a candidate index")
         return int(idx)
     return int(results[f"rank_test_{spec['refit_metric']}"].argmin())
@@ -174,21 +180,24 @@ def run_select(ctx: TaskContext, task) -> None:
     results, errors = inner_results(ctx, o)
     if errors:
         # what GridSearchCV's FitFailedWarning says, in this task's log
-        total = len(ctx.spec["candidates"]) * ctx.splits.n_inner(o)
+        total = ctx.n_candidates * ctx.splits.n_inner(o)
         warnings.warn(f"{len(errors)} fits failed out of a total of {total}; their score "
                       f"is error_score={ctx.spec['error_score']!r}. First traceback:\n"
                       f"{errors[0]}", FitFailedWarning, stacklevel=1)
-    best = best_index(ctx.spec, results)
+    candidates = ctx.candidates_of(o)
+    best = best_index(ctx.spec, results, candidates)
     if o == "final":
         _refit_final(ctx, task, best, results)
         return
     train, test = ctx.splits.outer[o]
     keep = ctx.spec["return_estimator"]
-    outer = fit_and_score(ctx.spec, ctx.X, ctx.y, train, test, ctx.spec["candidates"][best],
+    outer = fit_and_score(ctx.spec, ctx.X, ctx.y, train, test, candidates[best],
                           return_estimator=keep, fit_params=ctx.fit_params("outer_fit"),
                           score_params=ctx.fit_params("outer_score"))
     doc = {"best_index": best, "outer": outer,
            "inner": {k: v.tolist() for k, v in results.items()}}
+    if ctx.spec.get("adaptive"):  # this split's own candidates, asked round by round
+        doc["candidates"] = candidates
     if keep:  # its digest travels in the output that names it (trust rule)
         doc["estimator_sha256"] = dump_pickle(ctx.workdir.path(Workdir.estimator_output(o)),
                                               outer.pop("estimator"))
@@ -216,6 +225,52 @@ def _refit_final(ctx: TaskContext, task, best: int, results: dict) -> None:
     doc["estimator_sha256"] = dump_pickle(ctx.workdir.path(Workdir.estimator_output("final")),
                                           estimator)
     write_json(ctx.workdir.path(task.outputs[0]), doc)
+
+
+# -- suggest -----------------------------------------------------------------
+def run_suggest(ctx: TaskContext, task) -> None:
+    """Ask the candidates of round ``r`` of outer split ``o``'s search; write them atomically.
+
+    Optuna is told, for each candidate of the earlier rounds, the mean of
+    its inner test scores of the refit metric (what ``GridSearchCV`` ranks),
+    maximised; a candidate whose mean is NaN (a failed fit) is told FAIL.
+    Everything read is final once the dependencies are done and Optuna is
+    seeded: run again after a crash, the task writes the same file.
+    """
+    from ...adaptive import Finished, suggest_batch
+    from .dag import suggest_output
+
+    spec, a = ctx.spec, ctx.spec["adaptive"]
+    o, r = task.args["o"], task.args["round"]
+    batch = a["batch_size"]
+    n_known = r * batch
+    metric = spec["refit_metric"]
+    if metric not in spec["scorer_names"]:  # a callable refit: rank on the first metric
+        metric = spec["scorer_names"][0]
+    scores = np.full((n_known, ctx.splits.n_inner(o)), np.nan)
+    for prev in _fits_of_earlier_rounds(ctx, o, r):
+        doc = read_json(ctx.workdir.path(prev.outputs[0]))
+        for c, row in zip(doc["candidates"], doc["results"]):
+            scores[c, prev.args["i"]] = row["test_scores"].get(metric, np.nan)
+    finished = []
+    for c in range(n_known):
+        asked = ctx.suggested(o, c // batch)["trials"][c % batch]
+        mean = float(np.average(scores[c]))  # GridSearchCV's mean: NaN if a split failed
+        finished.append(Finished(asked["params"], mean if np.isfinite(mean) else None,
+                                 "done" if np.isfinite(mean) else "failed",
+                                 asked["system_attrs"]))
+    n_ask = min(batch, ctx.n_candidates - n_known)
+    out = suggest_batch(a["search"], a["param_distributions"], "max", finished, n_ask,
+                        a["random_state"], r,
+                        enqueued=a["enqueued"][n_known:],
+                        previous=ctx.suggested(o, r - 1) if r else None)
+    write_json(ctx.workdir.path(suggest_output(o, r)), out)
+
+
+def _fits_of_earlier_rounds(ctx: TaskContext, o: int, r: int) -> list:
+    """The fit tasks of outer split ``o`` in rounds before ``r``."""
+    return [t for t in ctx.workflow.tasks.values()
+            if t.kind == "fit" and t.args.get("o") == o and t.args.get("round", r) < r]
 
 
 # -- aggregate -----------------------------------------------------------------

@@ -1,0 +1,102 @@
+"""Nested CV with a model-based search in each outer split (issue 14).
+
+Oracle: for each outer split, one live Optuna study (TPE, same seed) driven
+by ask/tell in the same rounds, told the mean inner score that
+scikit-learn's GridSearchCV computes on the same inner splits for the
+candidates it asked; then GridSearchCV's choice among all of them, refitted
+on outer-train and scored on outer-test.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import requires_or_fail
+from scipy.stats import loguniform
+from sklearn.datasets import load_diabetes
+from sklearn.linear_model import Ridge
+from sklearn.model_selection import GridSearchCV, KFold
+
+try:
+    import optuna
+
+    HAVE_OPTUNA = True
+except ImportError:  # pragma: no cover - CI installs mempamal[all]
+    HAVE_OPTUNA = False
+
+pytestmark = requires_or_fail(HAVE_OPTUNA, "optuna is not installed (mempamal[optuna])")
+
+from mempamal import Experiment, ValidationError, load_results  # noqa: E402
+
+OUTER, INNER = KFold(3, shuffle=True, random_state=0), KFold(3, shuffle=True, random_state=1)
+SPACE = {"alpha": loguniform(1e-4, 1e3), "fit_intercept": [True, False]}
+
+
+def _data():
+    X, y = load_diabetes(return_X_y=True)
+    return X[:150], y[:150]
+
+
+def _experiment(**kw):
+    return Experiment(Ridge(), param_distributions=SPACE, search="tpe", n_iter=8,
+                      batch_size=4, random_state=0, cv=OUTER, inner_cv=INNER, **kw)
+
+
+def oracle(X, y, n_iter=8, batch=4, seed=0):
+    """Per outer split: asked candidates, their inner means, best params, outer score."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = {"alpha": optuna.distributions.FloatDistribution(1e-4, 1e3, log=True),
+             "fit_intercept": optuna.distributions.CategoricalDistribution([True, False])}
+    out = []
+    for train, test in OUTER.split(X, y):
+        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(
+            seed=seed, constant_liar=True))
+        asked = []
+        for _ in range(n_iter // batch):
+            trials = [study.ask(space) for _ in range(batch)]
+            cands = [dict(t.params) for t in trials]
+            gs = GridSearchCV(Ridge(), [{k: [v] for k, v in c.items()} for c in cands],
+                              cv=INNER, refit=False).fit(X[train], y[train])
+            for t, mean in zip(trials, gs.cv_results_["mean_test_score"]):
+                study.tell(t, float(mean))
+            asked += cands
+        gs = GridSearchCV(Ridge(), [{k: [v] for k, v in c.items()} for c in asked],
+                          cv=INNER).fit(X[train], y[train])
+        out.append({"candidates": asked, "means": gs.cv_results_["mean_test_score"],
+                    "best": gs.best_params_, "outer": gs.score(X[test], y[test])})
+    return out
+
+
+def test_each_outer_split_searches_on_its_inner_cv_as_optuna_and_gridsearchcv_do(tmp_path):
+    X, y = _data()
+    wf = _experiment().compile(tmp_path / "w", X, y)
+    kinds = [t.kind for t in wf.tasks.values()]
+    assert kinds.count("suggest") == 3 * 2 and kinds.count("select") == 3
+    # no barrier between outer splits: a select waits for its own split only
+    assert all(d.startswith("fit-o1-") for d in wf.tasks["select-o1"].deps)
+    assert wf.tasks["suggest-o2-r1"].deps == [f"fit-o2-i{i}-c0" for i in range(3)] + [
+        "suggest-o2-r0"]
+    wf.run("local", n_jobs=2, progress=False)
+    res = load_results(tmp_path / "w")
+    expected = oracle(X, y)
+    cv = res.cv_results
+    for o, exp in enumerate(expected):
+        mine = cv[cv["outer_split"] == o]
+        assert list(mine["params"]) == exp["candidates"]
+        np.testing.assert_allclose(mine["mean_test_score"], exp["means"], rtol=1e-12)
+        assert res.best_params[o] == exp["best"]
+        assert res.outer_scores.loc[o, "test_score"] == pytest.approx(exp["outer"], rel=1e-12)
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(ValidationError, match="inner_cv=None"):
+        Experiment(Ridge(), param_distributions=SPACE, search="tpe", n_iter=8, inner_cv=None)
+    with pytest.raises(ValidationError, match="final_model=True"):
+        _experiment(final_model=True)
+    with pytest.raises(ValidationError, match="batch_size=9"):
+        Experiment(Ridge(), param_distributions=SPACE, search="tpe", n_iter=8, batch_size=9)
+    with pytest.raises(ValidationError, match="not param_grid"):
+        Experiment(Ridge(), param_grid={"alpha": [1.0]}, search="tpe")
+    with pytest.raises(ValidationError, match="alhpa"):
+        Experiment(Ridge(), param_distributions={"alhpa": loguniform(1e-3, 1)}, search="tpe",
+                   n_iter=4)
