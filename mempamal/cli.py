@@ -181,6 +181,28 @@ def status(workdir, backend, as_json):
 
 @cli.command()
 @workdir_arg
+@click.option("--backend", "-b", default=None, help="Backend to ask (default: the last one).")
+@click.option("--interval", type=float, default=1.0, show_default=True,
+              help="Seconds between two refreshes.")
+@click.option("--once", is_flag=True, help="Print one picture and exit.")
+@click.option("--json", "as_json", is_flag=True, help="One snapshot, machine-readable.")
+def watch(workdir, backend, interval, once, as_json):
+    """Live view of WORKDIR's run until it ends (Ctrl-C stops the watch, not the run)."""
+    from .watch import Watcher, render, watch_snapshot
+    from .watch import watch as watch_live
+
+    if as_json:
+        click.echo(json.dumps(watch_snapshot(workdir, backend), indent=1, default=str))
+    elif once:
+        from rich.console import Console
+
+        Console().print(render(Watcher(workdir, backend).snapshot()))
+    else:
+        watch_live(workdir, backend, interval)
+
+
+@cli.command()
+@workdir_arg
 def verify(workdir):
     """Check every output against its recorded sha256; delete damaged ones."""
     from .runner import verify as verify_outputs

@@ -177,6 +177,14 @@ class Workdir:
             found.update(f"{head}/{n}" if head else n for n in names if n in present)
         return found
 
+    def with_meta(self, task_ids) -> set[str]:
+        """Which of ``task_ids`` have a meta record (ever started), from one listing of logs/."""
+        try:
+            names = set(os.listdir(self.logs_dir))
+        except FileNotFoundError:
+            return set()
+        return {t for t in task_ids if f"{t}.meta.json" in names}
+
     def listing(self, heads) -> set[str]:
         """Relative paths of every entry of the directories ``heads`` (relative; missing: none)."""
         found: set[str] = set()

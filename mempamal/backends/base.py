@@ -187,13 +187,13 @@ def file_status(workflow) -> dict[str, str]:
     done = workflow.done()
     # one directory listing tells which tasks ever started (100,000 failed
     # opens would cost a second)
-    started = wd.existing(wd.meta_relative(t) for t in workflow.tasks if t not in done)
+    started = wd.with_meta(t for t in workflow.tasks if t not in done)
     states = {}
     for tid in workflow.tasks:
         if tid in done:
             states[tid] = "done"
             continue
-        meta = read_meta(wd, tid) if wd.meta_relative(tid) in started else None
+        meta = read_meta(wd, tid) if tid in started else None
         if meta is None:
             states[tid] = "pending"
         elif meta.get("state") == "failed":

@@ -275,14 +275,22 @@ class SlurmBackend(Backend):
         Records the scheduler's verdict (OUT_OF_MEMORY, TIMEOUT...) and the SLURM
         log in the meta record of each task a job ended.
         """
+        return self.status_and_queue(workflow)[0]
+
+    def status_and_queue(self, workflow) -> tuple[dict[str, str], list[dict]]:
+        """:meth:`status` and the squeue rows it was read from (``watch``: one call a poll)."""
         wd = workflow.workdir
         file_states = file_status(workflow)
         records = commands.read_records(jobs_file(workflow))
         if not records:
-            return file_states
+            return file_states, []
         lines = _TaskFiles(wd.backend_dir("slurm"))
         assigned = assignments(records, lines)
-        metas = {tid: read_meta(wd, tid) for tid, s in file_states.items() if s != "done"}
+        # one listing says which tasks ever started: a failed open per task that
+        # never did would cost a second on 100,000 tasks
+        started = wd.with_meta(t for t, s in file_states.items() if s != "done")
+        metas = {tid: read_meta(wd, tid) if tid in started else None
+                 for tid, s in file_states.items() if s != "done"}
         ids = {r.job for r in records} | {str(m["slurm_job"]) for m in metas.values()
                                            if m and m.get("slurm_job")}
         rows = commands.squeue(ids)
@@ -294,7 +302,7 @@ class SlurmBackend(Backend):
         for tid, meta in updates.items():
             if meta != metas.get(tid):
                 write_json(wd.meta_file(tid), meta)
-        return states
+        return states, rows
 
 
 def _name_memory_kills(wd, states: dict, metas: dict, updates: dict) -> None:
