@@ -100,3 +100,25 @@ def test_bad_input_is_refused():
     with pytest.raises(ValidationError, match="alhpa"):
         Experiment(Ridge(), param_distributions={"alhpa": loguniform(1e-3, 1)}, search="tpe",
                    n_iter=4)
+
+
+def _has(module):
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+@pytest.mark.slow
+@pytest.mark.dask
+@requires_or_fail(_has("distributed"), "dask.distributed is not installed")
+def test_dask_gives_the_local_results(tmp_path):
+    X, y = _data()
+    local = _experiment().compile(tmp_path / "local", X, y)
+    local.run("local", n_jobs=2, progress=False)
+    wf = _experiment().compile(tmp_path / "dask", X, y)
+    wf.run("dask", n_jobs=2, progress=False)
+    got, expected = load_results(tmp_path / "dask"), load_results(tmp_path / "local")
+    drop = ["mean_fit_time", "std_fit_time", "mean_score_time", "std_score_time"]
+    assert got.cv_results.drop(columns=drop).equals(expected.cv_results.drop(columns=drop))
+    assert got.best_params == expected.best_params
+    assert list(got.test_scores()) == list(expected.test_scores())

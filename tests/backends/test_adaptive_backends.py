@@ -113,3 +113,18 @@ def test_whole_search_submitted_at_once_runs_with_no_mempamal_process_alive(tmp_
     _check_against_oracle(got, oracle("tpe", 12, 4, 11, enqueued=[
         {"x": adaptive_funcs.FAIL_X, "y": 1.0, "act": "tanh"}]))
     assert list(got.trials["state"]).count("failed") == 1
+
+
+def test_nested_cv_with_tpe_on_slurm_equals_local(tmp_path):
+    from test_adaptive_nested_cv import _data, _experiment
+
+    X, y = _data()
+    local = _experiment().compile(tmp_path / "local", X, y)
+    local.run("local", n_jobs=2, progress=False)
+    wf = _experiment().compile(tmp_path / "slurm", X, y)
+    wf.run("slurm", poll_interval=0.5, progress=False)
+    got, expected = load_results(tmp_path / "slurm"), load_results(tmp_path / "local")
+    drop = ["mean_fit_time", "std_fit_time", "mean_score_time", "std_score_time"]
+    assert got.cv_results.drop(columns=drop).equals(expected.cv_results.drop(columns=drop))
+    assert got.best_params == expected.best_params
+    assert list(got.test_scores()) == list(expected.test_scores())
