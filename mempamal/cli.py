@@ -201,6 +201,25 @@ def watch(workdir, backend, interval, once, as_json):
         watch_live(workdir, backend, interval)
 
 
+@cli.command(name="ls")
+@click.argument("root", default=".", type=click.Path(file_okay=False))
+@click.option("--sort", default="created", show_default=True,
+              type=click.Choice(["created", "path", "recipe", "state", "tasks", "best",
+                                 "backend", "duration"]),
+              help="Column to sort by (rows without a value last).")
+@click.option("--reverse", "-r", is_flag=True, help="Largest (or latest) first.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def ls_cmd(root, sort, reverse, as_json):
+    """The workdirs under ROOT (default: here): recipe, state, best score, duration."""
+    from .ls import list_workdirs, print_rows
+
+    rows = list_workdirs(root, sort, reverse)
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+    else:
+        print_rows(rows, root)
+
+
 @cli.command()
 @workdir_arg
 def verify(workdir):

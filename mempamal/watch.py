@@ -128,7 +128,7 @@ class Watcher:
             return True
         if any(r["state"] in ACTIVE_STATES for r in rows):
             return True
-        return _lock_held(self.wf.workdir)
+        return lock_held(self.wf.workdir)
 
     def _eta(self, now: float, n_done: int, total: int, live: bool) -> float | None:
         """Seconds left at the rate tasks got done over the last RATE_WINDOW seconds.
@@ -266,7 +266,7 @@ def _run_record_end(wd: Workdir) -> float | None:
         return None
 
 
-def _lock_held(wd: Workdir) -> bool:
+def lock_held(wd: Workdir) -> bool:
     """A run (local, Dask, Soma, a SLURM submission) holds the workdir's lock.
 
     Read from the holder file the lock writes, never by taking the lock: a
