@@ -16,10 +16,11 @@ import time
 from ...lock import run_lock
 from ...workdir import read_meta, write_json
 from ..base import Backend, RunReport, file_status
+from ..packing import auto_pack
 from ..progress import RunProgress
 from . import commands, options, scripts, sizing
 from .commands import ACTIVE_STATES, Record
-from .plan import Job, balanced_lines, plan_jobs
+from .plan import Job, plan_jobs
 from .states import assignments, task_states
 
 #: ``tasks_per_job="auto"``: at most this much work in one array element...
@@ -103,17 +104,15 @@ class SlurmBackend(Backend):
         cpus = commands.cluster_cpus(self.opts["partition"])
         throttle = self.opts["max_parallel"]
 
-        def pack(level):
-            tasks = [workflow.tasks[t] for t in level]
+        def slots(tasks):
             per_task = self.opts["cpus_per_task"] or max(t.resources.get("cpus", 1)
                                                          for t in tasks)
-            slots = None if cpus is None else max(1, cpus // per_task)
+            n = None if cpus is None else max(1, cpus // per_task)
             if throttle is not None:
-                slots = throttle if slots is None else min(slots, throttle)
-            seconds = [estimates[t.id] for t in tasks]
-            return balanced_lines(level, seconds, slots, MIN_JOB_SECONDS, AUTO_JOB_SECONDS)
+                n = throttle if n is None else min(n, throttle)
+            return n
 
-        return pack
+        return auto_pack(workflow.tasks, estimates, slots, MIN_JOB_SECONDS, AUTO_JOB_SECONDS)
 
     def write(self, workflow) -> list:
         """Write ``WORKDIR/slurm/`` (scripts, task files, submit.sh); return the paths."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from ...errors import ValidationError
+from ..packing import check_tasks_per_job
 
 #: option -> default; an unknown option is refused, listing these
 DEFAULTS = {
@@ -52,9 +53,7 @@ def validate(opts: dict) -> None:
             f"or 'auto', got {m!r}")
     for key in ("cpus_per_task", "max_parallel", "max_array_size"):
         _check_positive(opts, key, allow_none=True)
-    tpj = opts["tasks_per_job"]
-    if tpj != "auto" and not (_is_int(tpj) and tpj >= 1):
-        raise ValidationError(f"tasks_per_job must be a positive int or 'auto', got {tpj!r}")
+    check_tasks_per_job(opts["tasks_per_job"])
     opts["setup"] = _lines(opts, "setup")
     opts["extra_directives"] = _lines(opts, "extra_directives")
     for d in opts["extra_directives"]:

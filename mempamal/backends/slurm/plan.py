@@ -1,21 +1,20 @@
 """Cut a workflow into SLURM jobs: arrays of packed tasks chained by dependencies (pure).
 
-1. **Levels.** Tasks of the same kind whose dependencies lie in the same
-   levels form a level: for nested CV every fit, then every select, then the
-   aggregate. Tasks keep the workflow's (topological) order inside a level.
-2. **Lines.** A level is cut into lines, each run by one array element (one
-   interpreter) task after task. Either ``tasks_per_job`` tasks per line,
-   without crossing a change of downstream tasks (so each outer split's fits
-   stay together), or lines given by a ``pack`` function, which balances the
-   work of the whole level over the CPUs (see :func:`balanced_lines`).
-3. **Jobs.** Consecutive lines with the same upstream jobs and the same
+Levels and lines come from :mod:`..packing`, the planner the Soma-Workflow
+backend shares: tasks of a level (every fit, then every select...) cut into
+lines, each run by one array element (one interpreter) task after task,
+``tasks_per_job`` per line or balanced over the CPUs by a ``pack`` function.
+Then, here:
+
+1. **Jobs.** Consecutive lines with the same upstream jobs and the same
    downstream tasks form one array job, cut into arrays of at most
    ``max_array_size`` elements, each indexed from 0 because SLURM bounds the
    index, not only the count. A run of one line is a plain job. A job depends
    (``afterok``) on every job its tasks read from.
-4. **Chains.** A plain job whose only upstream job is a plain job that feeds
-   nothing else runs in that job, after it: one interpreter start and one
-   scheduler round trip fewer (for nested CV: the aggregate after the selects).
+2. **Chains.** A plain job whose only upstream job is a plain job that feeds
+   nothing else runs in that job, after it (:func:`..packing.fuse_chains`):
+   one interpreter start and one scheduler round trip fewer (for nested CV:
+   the aggregate after the selects).
 
 Jobs are listed in dependency order, earliest workflow task first, so that a
 scheduler ordering by job id runs an outer split's select before the next
@@ -27,12 +26,22 @@ from __future__ import annotations
 
 import functools
 import heapq
-import math
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ...errors import ValidationError
+from ..packing import (
+    Pack,
+    balanced_lines,
+    common_prefix,
+    dependents,
+    downstream,
+    fixed_lines,
+    fuse_chains,
+    levels,
+)
+
+__all__ = ["Job", "array_spec", "balanced_lines", "parse_array_spec", "plan_jobs"]
 
 #: task ids become file names and job names
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_.+-]+$")
@@ -65,7 +74,7 @@ class Job:
 
 
 def plan_jobs(workflow, max_array_size: int, tasks_per_job: int = 1,
-              pack: Callable[[list[str]], list[list[str]]] | None = None) -> list[Job]:
+              pack: Pack | None = None) -> list[Job]:
     """The jobs of ``workflow`` in submission order (every job after its deps).
 
     Parameters
@@ -81,21 +90,16 @@ def plan_jobs(workflow, max_array_size: int, tasks_per_job: int = 1,
     """
     tasks = workflow.tasks
     _check_ids(tasks)
-    dependents: dict[str, set[str]] = {tid: set() for tid in tasks}
-    for t in tasks.values():
-        for d in t.deps:
-            dependents[d].add(t.id)
-    downstream = functools.partial(_downstream, dependents)
+    down = functools.partial(downstream, dependents(tasks))
     job_of: dict[str, int] = {}  # task id -> index into ``runs``
     runs: list[list[list[str]]] = []  # each run: the lines of one future job (or pieces)
     run_deps: list[set[int]] = []
-    for level in _levels(tasks):
-        lines = pack(level) if pack is not None else \
-            _fixed_lines(level, tasks_per_job, downstream)
+    for level in levels(tasks):
+        lines = pack(level) if pack is not None else fixed_lines(level, tasks_per_job, down)
         key_of_previous = None
         for line in lines:
             deps = {job_of[d] for tid in line for d in tasks[tid].deps}
-            key = (frozenset(deps), downstream(line))
+            key = (frozenset(deps), down(line))
             if key != key_of_previous:
                 runs.append([])
                 run_deps.append(deps)
@@ -103,8 +107,8 @@ def plan_jobs(workflow, max_array_size: int, tasks_per_job: int = 1,
             runs[-1].append(line)
             for tid in line:
                 job_of[tid] = len(runs) - 1
-    names = [_common_prefix(run) for run in runs]  # before chains merge kinds
-    _fuse_chains(runs, run_deps)
+    names = [common_prefix(run) for run in runs]  # before chains merge kinds
+    fuse_chains(runs, run_deps)
     return _jobs(runs, run_deps, names, tasks, max_array_size)
 
 
@@ -116,92 +120,14 @@ def _check_ids(tasks) -> None:
                 "'_', '.', '+' or '-'")
 
 
-def _downstream(dependents, line) -> frozenset:
-    """The tasks outside ``line`` that read from it."""
-    inside = set(line)
-    return frozenset(d for tid in line for d in dependents[tid] if d not in inside)
 
 
-def _levels(tasks) -> list[list[str]]:
-    """Task ids grouped by (kind, levels of their deps), levels in topological order."""
-    level_of: dict[str, int] = {}
-    keys: dict[tuple, int] = {}
-    levels: list[list[str]] = []
-    for t in tasks.values():
-        key = (t.kind, frozenset(level_of[d] for d in t.deps))
-        if key not in keys:
-            keys[key] = len(levels)
-            levels.append([])
-        level_of[t.id] = keys[key]
-        levels[keys[key]].append(t.id)
-    return levels
 
 
-def _fixed_lines(level, per_line: int, downstream) -> list[list[str]]:
-    """``per_line`` tasks per line, a new line wherever the downstream tasks change."""
-    lines: list[list[str]] = []
-    block: list[str] = []
-    block_key = None
-    for tid in level + [None]:
-        key = downstream([tid]) if tid is not None else None
-        if block and (tid is None or key != block_key):
-            lines.extend(block[k:k + per_line] for k in range(0, len(block), per_line))
-            block = []
-        if tid is not None:
-            block.append(tid)
-            block_key = key
-    return lines
 
 
-def balanced_lines(ids: list[str], seconds: list[float], slots: int | None,
-                   min_seconds: float, max_seconds: float) -> list[list[str]]:
-    """Consecutive ``ids`` cut into lines of about equal work.
-
-    As many lines as there are ``slots`` (CPUs that can run one at once; None:
-    unknown, no limit), but none with less than ``min_seconds`` of work (each
-    line pays an interpreter start-up) and none with more than ``max_seconds``
-    unless a single task is longer. Never more lines than tasks.
-    """
-    total = sum(seconds)
-    by_size = max(1, math.floor(total / min_seconds)) if min_seconds > 0 else len(ids)
-    wanted = by_size if slots is None else min(slots, by_size)
-    n = min(len(ids), max(1, wanted, math.ceil(total / max_seconds)))
-    if n <= 1:
-        return [list(ids)] if ids else []
-    lines: list[list[str]] = [[]]
-    done = 0.0
-    for k, (tid, s) in enumerate(zip(ids, seconds)):
-        # start a new line once this one holds its share, keeping a task for
-        # every line still to come
-        share = total * len(lines) / n
-        left = len(ids) - k
-        if lines[-1] and len(lines) < n and (done + s / 2 > share or left == n - len(lines)):
-            lines.append([])
-        lines[-1].append(tid)
-        done += s
-    return lines
 
 
-def _fuse_chains(runs, run_deps) -> None:
-    """Move a one-line run into its only upstream run, when that one is one line
-    feeding only it (in place; emptied runs are left empty).
-    """
-    users: dict[int, set[int]] = {r: set() for r in range(len(runs))}
-    for r, deps in enumerate(run_deps):
-        for d in deps:
-            users[d].add(r)
-    for r in range(len(runs)):
-        if len(runs[r]) != 1 or len(run_deps[r]) != 1:
-            continue
-        (up,) = run_deps[r]
-        if len(runs[up]) == 1 and users[up] == {r}:
-            runs[up][0].extend(runs[r][0])
-            runs[r] = []
-            users[up] = users.pop(r)
-            for u in users[up]:
-                run_deps[u].discard(r)
-                run_deps[u].add(up)
-            run_deps[r] = set()
 
 
 def _jobs(runs, run_deps, bases, tasks, max_array_size) -> list[Job]:
@@ -238,15 +164,6 @@ def _jobs(runs, run_deps, bases, tasks, max_array_size) -> list[Job]:
     return jobs
 
 
-def _common_prefix(lines) -> str:
-    """The ``-``-separated segments every task id of ``lines`` starts with."""
-    parts = [tid.split("-") for line in lines for tid in line]
-    common = []
-    for segs in zip(*parts):
-        if len(set(segs)) > 1:
-            break
-        common.append(segs[0])
-    return "-".join(common) or "tasks"
 
 
 def _names(bases: list[tuple[str, int]]) -> list[list[str]]:
