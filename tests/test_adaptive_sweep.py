@@ -305,3 +305,30 @@ def test_pruned_trials_are_told_to_optuna_as_pruned(tmp_path):
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             else:
                 study.tell(trial, row["loss"])
+
+
+def test_mode_max_with_repeats_tells_optuna_the_mean_over_repeats(tmp_path):
+    sweep = Sweep(adaptive_funcs.neg_branin, param_distributions=SPACE, search="tpe",
+                  n_iter=16, batch_size=4, random_state=9, repeats=2, metric="score",
+                  mode="max")  # TPE samples at random up to 10 trials: 2 rounds after
+    _, res = _run(sweep, tmp_path / "w")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=SAMPLERS["tpe"](9))
+    t = res.trials
+    assert list(t["seed"]) == [0, 1] * 16
+    assert list(t["round"]) == [r for r in range(4) for _ in range(8)]
+    for _round in range(4):
+        for trial in [study.ask(OPTUNA_SPACE) for _ in range(4)]:
+            scores = [adaptive_funcs.neg_branin(**trial.params,
+                                                trial=type("T", (), {"seed": s}))["score"]
+                      for s in range(2)]
+            study.tell(trial, sum(scores) / 2)
+    expected = [dict(tr.params) for tr in study.trials]
+    got = [{"x": row.param_x, "y": row.param_y, "act": row.param_act}
+           for row in t[t["seed"] == 0].itertuples()]
+    assert got == expected
+    def mean(p):
+        return sum(adaptive_funcs.neg_branin(**p, trial=type("T", (), {"seed": s}))["score"]
+                   for s in range(2)) / 2
+
+    assert res.best_params == max(expected, key=mean)  # the best mean over repeats
