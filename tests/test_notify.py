@@ -144,3 +144,42 @@ def test_cli_refuses_unknown_scheme_before_writing_anything(tmp_path):
     assert proc.returncode == 2
     assert "scheme 'bogus' is unknown" in proc.stderr and "x/y" not in proc.stderr
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.dask
+@pytest.mark.slow
+def test_dask_run_sends_its_first_failure_and_its_end(tmp_path, inbox):
+    pytest.importorskip("distributed")
+    X, y = iris()
+    exp = Experiment(FailingClassifier(), param_grid={"fail": [False, True]}, cv=2,
+                     inner_cv=2, error_score="raise")
+    wf = exp.compile(tmp_path / "w", X, y, chunk_size=1)
+    with pytest.raises(TaskFailedError):
+        wf.run("dask", n_jobs=1, progress=False, notify=[inbox.url])
+    messages = inbox.wait(2)
+    time.sleep(0.3)
+    assert [m["title"] for m in messages] == ["mempamal: w: a task failed",
+                                              "mempamal: w FAILED"]
+    assert "FailingClassifier asked to fail" in messages[0]["message"]
+    assert read_run_record(wf.workdir)["backend"] == "dask"
+
+
+@pytest.mark.soma
+@pytest.mark.slow
+def test_soma_run_sends_its_first_failure_and_its_end(tmp_path, inbox, monkeypatch):
+    pytest.importorskip("soma_workflow")
+    home = tmp_path / "home"  # soma-workflow must not write in the real HOME
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("SOMA_WORKFLOW_CONFIG", raising=False)
+    X, y = iris()
+    exp = Experiment(FailingClassifier(), param_grid={"fail": [False, True]}, cv=2,
+                     error_score="raise")
+    wf = exp.compile(tmp_path / "w", X, y, chunk_size=1)
+    with pytest.raises(TaskFailedError):
+        wf.run("soma", n_jobs=1, progress=False, notify=[inbox.url])
+    messages = inbox.wait(2)
+    time.sleep(0.3)
+    assert [m["title"] for m in messages] == ["mempamal: w: a task failed",
+                                              "mempamal: w FAILED"]
+    assert read_run_record(wf.workdir)["backend"] == "soma"
