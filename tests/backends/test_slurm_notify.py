@@ -135,3 +135,37 @@ def test_slurm_failed_run_sends_the_watchdog_message_and_the_end_message(tmp_pat
         assert f"- {tid}: RuntimeError: FailingClassifier asked to fail" in end["message"]
         assert f"log: {wf.workdir.log_file(tid)}" in end["message"]
     assert os.path.exists(wf.workdir.root / "run.json")
+
+
+@pytest.mark.slurm
+@needs_cluster
+def test_watch_shows_the_slurm_queue_with_one_squeue_call_a_refresh(tmp_path, monkeypatch):
+    from helpers import SleepyClassifier
+
+    from mempamal.backends.slurm import commands
+    from mempamal.watch import Watcher, render
+
+    X, y = iris()
+    exp = Experiment(SleepyClassifier(delay=1.0), param_grid={"C": [1.0, 2.0]}, cv=2)
+    wf = exp.compile(tmp_path / "w", X, y, chunk_size=1)
+    wf.submit("slurm", tasks_per_job=1, **FAST)
+    real, calls = commands.squeue, []
+
+    def counted(ids):
+        calls.append(ids)
+        return real(ids)
+
+    monkeypatch.setattr(commands, "squeue", counted)
+    watcher = Watcher(tmp_path / "w")
+    snap = watcher.snapshot()
+    assert len(calls) == 1 and snap["backend"] == "slurm" and snap["active"]
+    assert sum(snap["queue"]["states"].values()) >= 1
+    deadline, refreshes = time.monotonic() + 120, 1
+    while snap["active"]:
+        assert time.monotonic() < deadline, "the run did not end"
+        time.sleep(0.5)
+        snap = watcher.snapshot()
+        refreshes += 1
+    assert len(calls) == refreshes  # one squeue call a refresh, whatever the tasks
+    assert snap["finished"] and set(snap["queue"]["states"]) <= {"COMPLETED"}
+    assert "tasks done (100.0 %), finished" in str(render(snap).renderables[1])
