@@ -53,6 +53,8 @@ class Watcher:
         self._failures: dict = {"key": None, "groups": []}
         self._trials: dict[int, dict] = {}  # finished trial docs (never change again)
         self._instance = None
+        #: said under the picture (e.g. squeue cannot be run from here)
+        self.note: str | None = None
 
     def snapshot(self) -> dict:
         """The run now, as plain data (see :func:`watch_snapshot`)."""
@@ -77,7 +79,7 @@ class Watcher:
             "failures": self._failure_groups(states),
             "queue": _queue_summary(rows) if self.backend == "slurm" else None,
             "sweep": self._sweep(states) if self.wf.recipe == "sweep" else None,
-            "active": live, "finished": n_done == len(states),
+            "active": live, "finished": n_done == len(states), "note": self.note,
         }
         from .runinfo import best_score
 
@@ -103,8 +105,19 @@ class Watcher:
             from .backends import get_backend
 
             self._instance = get_backend(self.backend)
+        if self.backend == "slurm" and self.note is None:
+            from .errors import BackendError
+
+            try:
+                return self._instance.status_and_queue(self.wf)
+            except BackendError as exc:
+                # a machine that sees the files but not the cluster: the
+                # files still say what is done, failed and running
+                self.note = f"states from the files only: {exc}"
+        from .backends.base import file_status
+
         if self.backend == "slurm":
-            return self._instance.status_and_queue(self.wf)
+            return file_status(self.wf), []
         return self._instance.status(self.wf), []
 
     def _running(self, states: dict, now: float) -> list[dict]:
@@ -389,6 +402,8 @@ def render(snap: dict):
             parts.append(Text(f"  {g['error_line']}"))
         if g["log"]:
             parts.append(Text(f"  log: {g['log']}"))
+    if snap.get("note"):
+        parts.append(Text(snap["note"], style="yellow"))
     if len(snap["failures"]) > MAX_GROUPS:
         parts.append(Text(f"... and {len(snap['failures']) - MAX_GROUPS} more kinds of failure "
                           f"(mempamal status {snap['workdir']})"))

@@ -161,6 +161,20 @@ def test_slurm_queue_states_come_from_one_squeue_call_per_refresh(tmp_path, monk
     assert "SLURM: 4 PENDING, 2 RUNNING (pending: 2 Priority, 2 Resources)" in _text(snap)
 
 
+def test_without_squeue_here_the_states_come_from_the_files(tmp_path, monkeypatch):
+    wf = _bare_workflow(tmp_path / "w")
+    write_json(wf.workdir.last_backend_file, {"backend": "slurm"})
+    wf.workdir.backend_dir("slurm").mkdir()
+    (wf.workdir.backend_dir("slurm") / "jobs.tsv").write_text("7\tfit-o0\t0-5\n")
+    _finish(wf, "fit-o0-i0-c0")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    snap = watch_snapshot(tmp_path / "w")
+    assert "states from the files only" in snap["note"] and "squeue" in snap["note"]
+    assert snap["counts"]["fit"]["done"] == 1 and snap["queue"] == {
+        "states": {}, "pending_reasons": {}}
+    assert "states from the files only" in _text(snap)
+
+
 @pytest.mark.slow
 def test_live_watch_follows_a_background_run_until_it_ends(tmp_path):
     X, y = iris()
