@@ -11,13 +11,33 @@ whose ``SCHEDULER_TYPE`` is ``slurm`` or ``pbspro``, for example).
 
 The controller lives in a child process (:mod:`.soma_driver`), see there why.
 Outputs stay the truth: each run submits only the tasks whose outputs are
-missing, and a job counts as done only if it exited 0 and its outputs exist.
+missing, and a task counts as done only if its outputs exist.
+
+**Packing.** A soma job runs a line of tasks in one interpreter (``python -m
+mempamal run-task . ID1 ID2 ...``), planned by :mod:`.packing`, the planner
+the SLURM backend uses: with ``tasks_per_job="auto"`` each level's work
+(every fit, then every select...) is balanced over the CPUs soma can use at
+once, so a run pays about one interpreter start (~1 s) per CPU and level
+rather than one per task. ``write`` exports the same jobs.
+
+**A failure inside a line.** ``run-task`` goes on with the next tasks of its
+line after a task fails (each task is independent of its line-mates, which
+belong to the same level), then exits 1, so soma marks the job failed and
+never starts the jobs that wait for it. Those can hold tasks that do not
+depend on the failed one (a line of selects waits for every line of fits).
+So when a round ends with failures, the tasks still pending that depend on no
+failed task are planned again and submitted as a new soma workflow (a new
+round); this stops when a round runs everything it was given or only tasks
+downstream of a failure are left. Each task is judged on its own: done if its
+outputs exist, failed if it started this round (its meta record says so)
+and did not write them, not run otherwise.
 """
 
 from __future__ import annotations
 
 import configparser
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -33,16 +53,24 @@ from ..lock import run_lock
 from ..runner import EXIT_NOT_READY
 from ..workdir import read_meta, tail_text, write_json, write_text
 from .base import Backend, RunReport, resume_in_background
+from .packing import auto_pack, chained_lines, check_tasks_per_job, line_deps
 from .progress import RunProgress
 from .soma_jobs import (
     NATIVE_SPEC_SCHEDULERS,
+    Line,
     build_workflow,
+    name_lines,
     resource_scheduler_type,
     serialize,
 )
 
-#: soma state of this many past runs is kept (for the GUI and post-mortems)
+#: soma state of this many past rounds is kept (for the GUI and post-mortems)
 KEEP_RUNS = 5
+#: ``tasks_per_job="auto"``: at most this much work in one soma job...
+AUTO_JOB_SECONDS = 60.0
+#: ... and at least this much. Lower than SLURM's: in light mode the slots are
+#: this machine's CPUs, where an idle CPU costs more than an interpreter start
+MIN_JOB_SECONDS = 3.0
 #: characters soma's SLURM/PBS script generators do not escape (`cd "DIR"`)
 _UNSAFE_IN_SCRIPTS = set('"$`\\\n')
 
@@ -72,12 +100,20 @@ class SomaBackend(Backend):
     native_specification : str, list of str or None
         Given to every job as is, instead of the spelling derived from the
         tasks' resource hints.
+    tasks_per_job : int or "auto"
+        Tasks run one after the other by one soma job (one interpreter).
+        ``"auto"`` (default): each level's work is cut into about one job per
+        CPU (``n_jobs`` in light mode; a resource's CPUs when soma's
+        scheduler is SLURM and ``sinfo`` answers; else unknown), each with
+        MIN_JOB_SECONDS to AUTO_JOB_SECONDS of work estimated from the fit
+        timed at compile time; 1 when there is no timing (an explicit
+        ``chunk_size``). 1: one job per task.
     """
 
     name = "soma"
     options = {"n_jobs": None, "resource": None, "queue": None, "progress": None,
                "python": None, "refreshment_interval": 0.5, "scheduler_type": None,
-               "native_specification": None}
+               "native_specification": None, "tasks_per_job": "auto"}
 
     def validate(self) -> None:
         o = self.opts
@@ -99,6 +135,7 @@ class SomaBackend(Backend):
                 isinstance(ns, list) and all(isinstance(s, str) for s in ns))):
             raise ValidationError(
                 f"native_specification must be a string or a list of strings, got {ns!r}")
+        check_tasks_per_job(o["tasks_per_job"])
         if o["progress"] is not None and not isinstance(o["progress"], bool):
             raise ValidationError(f"progress must be true, false or None, got {o['progress']!r}")
         if o["scheduler_type"] is None:
@@ -111,13 +148,48 @@ class SomaBackend(Backend):
         """Write ``WORKDIR/soma/workflow.json`` (every task) and return its path."""
         wd = workflow.workdir
         path = wd.backend_dir(self.name) / "workflow.json"
-        soma_wf = self._soma_workflow(workflow, list(workflow.tasks.values()))
+        tasks = workflow.tasks
+        soma_wf = self._soma_workflow(workflow, self.plan(workflow, tasks), tasks)
         return [serialize(path, soma_wf)]
 
-    def _soma_workflow(self, workflow, tasks, out_dir=None):
+    def plan(self, workflow, tasks: dict) -> list[Line]:
+        """The soma jobs running ``tasks`` (id -> task, topological order).
+
+        Dependencies on tasks outside ``tasks`` are taken as done.
+        """
+        given = self.opts["tasks_per_job"]
+        estimates = workflow.estimated_seconds() if given == "auto" else None
+        if estimates is None and given in ("auto", 1):
+            # one job per task, exactly as before packing existed
+            lines = [[tid] for tid in tasks]
+            return name_lines(lines, line_deps(lines, tasks))
+        if estimates is None:
+            return name_lines(*chained_lines(tasks, given))
+        pack = auto_pack(tasks, estimates, self._slots(), MIN_JOB_SECONDS, AUTO_JOB_SECONDS)
+        return name_lines(*chained_lines(tasks, pack=pack))
+
+    def _slots(self):
+        """``slots(tasks_of_a_level)``: how many of them soma runs at once (None: unknown)."""
+        if self.opts["resource"] is None:
+            cpus = self.opts["n_jobs"]
+        elif self.opts["scheduler_type"] == "slurm":
+            from .slurm.commands import cluster_cpus
+
+            # the resource's cluster, if its sinfo answers here (a login node)
+            cpus = cluster_cpus(self.opts["queue"])
+        else:
+            cpus = None
+
+        def slots(tasks):
+            per_task = max(int(t.resources.get("cpus", 1) or 1) for t in tasks)
+            return None if cpus is None else max(1, cpus // min(per_task, cpus))
+
+        return slots
+
+    def _soma_workflow(self, workflow, lines, tasks, out_dir=None):
         light = self.opts["resource"] is None
         return build_workflow(
-            tasks, workflow.workdir.root, python=self.opts["python"],
+            lines, tasks, workflow.workdir.root, python=self.opts["python"],
             name=f"mempamal {workflow.workdir.root.name}", out_dir=out_dir,
             scheduler_type=self.opts["scheduler_type"],
             native_specification=self.opts["native_specification"],
@@ -148,25 +220,48 @@ class SomaBackend(Backend):
         if not pending:
             return report
         self._check_paths(workflow)
-        run_dir = self._new_run_dir(workflow)
-        spec = self._prepare(workflow, pending, run_dir)
-        ids = {t.id for t in pending}
+        todo = pending
         with RunProgress(len(pending), self.opts["progress"], label="soma") as bar:
-            events = _drive(spec, run_dir, self._driver_env(run_dir))
-            for ev in events:
-                if ev["event"] == "job" and ev["task"] in ids:
-                    ok = self._record(workflow, ev, run_dir, report)
-                    bar.advance(ok)
-                elif ev["event"] == "error":
-                    raise BackendError(f"soma-workflow failed: {ev['message']} "
-                                       f"(log: {run_dir / 'driver.log'})")
+            for round_no in itertools.count():
+                failures_before = len(report.failures)
+                self._run_round(workflow, todo, round_no, report, bar)
+                reached = set(report.executed)
+                left = [t for t in todo if t.id not in reached]
+                if not left:
+                    break
+                if len(report.failures) == failures_before:
+                    raise BackendError(
+                        f"soma-workflow ended without running {len(left)} task(s) "
+                        f"({[t.id for t in left[:5]]}...); see {self._last_run_dir}/driver.log")
+                # what soma did not start because a line it waited for failed,
+                # although none of its own inputs come from a failed task
+                blocked = _downstream_of(workflow, set(report.failures))
+                todo = [t for t in left if t.id not in blocked]
+                if not todo:
+                    break
         reached = set(report.executed)
         report.not_run = [t.id for t in pending if t.id not in reached]
-        if report.not_run and not report.failures:
-            raise BackendError(
-                f"soma-workflow ended without running {len(report.not_run)} task(s) "
-                f"({report.not_run[:5]}...); see {run_dir / 'driver.log'}")
         return report
+
+    def _run_round(self, workflow, todo, round_no: int, report, bar) -> None:
+        """Submit ``todo`` as one soma workflow, wait, book each task of each ended job."""
+        run_dir = self._last_run_dir = self._new_run_dir(workflow, round_no)
+        tasks = {t.id: t for t in todo}
+        lines = self.plan(workflow, tasks)
+        spec = self._prepare(workflow, lines, tasks, run_dir)
+        by_name = {line.name: line for line in lines}
+        # a task started by this round has a higher attempt number than this
+        wd = workflow.workdir
+        before = {tid: int((read_meta(wd, tid) or {}).get("attempt", 0))
+                  for tid in wd.with_meta(tasks)}
+        for ev in _drive(spec, run_dir, self._driver_env(run_dir)):
+            if ev["event"] == "job" and ev["task"] in by_name:
+                for ok in self._record(workflow, ev, by_name[ev["task"]], before, run_dir,
+                                       report):
+                    bar.advance(ok)
+            elif ev["event"] == "error":
+                raise BackendError(f"soma-workflow failed: {ev['message']} "
+                                   f"(log: {run_dir / 'driver.log'})")
 
     def _check_paths(self, workflow) -> None:
         """Refuse workdirs soma's SLURM/PBS scripts would break on (or run code from)."""
@@ -177,21 +272,22 @@ class SomaBackend(Backend):
                 f"soma-workflow's {self.opts['scheduler_type']} scheduler writes unescaped "
                 "into job scripts; use a workdir path without them")
 
-    def _new_run_dir(self, workflow) -> Path:
+    def _new_run_dir(self, workflow, round_no: int = 0) -> Path:
         runs = workflow.workdir.backend_dir(self.name) / "runs"
         runs.mkdir(parents=True, exist_ok=True)
         for old in sorted(p for p in runs.iterdir() if p.is_dir())[:-(KEEP_RUNS - 1) or None]:
             shutil.rmtree(old, ignore_errors=True)
-        # one directory (and soma database) per run: two controllers starting
+        # one directory (and soma database) per round: two controllers starting
         # on one fresh database can fail ("no such table: db_version")
-        run_dir = runs / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        name = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        run_dir = runs / (f"{name}-r{round_no}" if round_no else name)
         for sub in ("jobs", "state", "tmp", "home"):
             (run_dir / sub).mkdir(parents=True, exist_ok=True)
         return run_dir
 
-    def _prepare(self, workflow, pending, run_dir) -> dict:
-        """Write the run's soma workflow and (light mode) soma configuration."""
-        soma_wf = self._soma_workflow(workflow, pending, out_dir=run_dir / "jobs")
+    def _prepare(self, workflow, lines, tasks, run_dir) -> dict:
+        """Write the round's soma workflow and (light mode) soma configuration."""
+        soma_wf = self._soma_workflow(workflow, lines, tasks, out_dir=run_dir / "jobs")
         serialize(run_dir / "workflow.json", soma_wf)
         light = self.opts["resource"] is None
         if light:
@@ -217,23 +313,41 @@ class SomaBackend(Backend):
             env["SOMA_WORKFLOW_CONFIG"] = str(run_dir / "soma-workflow.cfg")
         return env
 
-    def _record(self, workflow, ev, run_dir, report) -> bool:
-        """Book one finished job; True if it succeeded."""
-        tid = ev["task"]
-        task = workflow.tasks[tid]
-        if ev["exit_status"] == "aborted_before_running" or ev["exit_value"] == EXIT_NOT_READY:
-            # never started, or started by soma before it knew a dependency had
-            # failed, and refused by the task itself: counted in not_run
-            return False
-        report.executed.append(tid)
-        wd = workflow.workdir
-        # an exit value soma did not store yet (None) is fine if the outputs are there
-        if ev["status"] == "done" and ev["exit_value"] in (0, None) \
-                and len(wd.existing(task.outputs)) == len(task.outputs):
-            return True
-        report.failures[tid] = _failure_reason(wd, tid, ev, run_dir)
-        return False
+    def _record(self, workflow, ev, line, before, run_dir, report) -> list[bool]:
+        """Book each task of one ended job; one bool per task that ran (succeeded?).
 
+        Done: its outputs exist. Failed: it started in this round (its attempt
+        number grew) without writing them. Not run (nothing booked): never
+        started, or refused by the task because a dependency was not done
+        (soma can start a job before it knows a dependency failed). A job that
+        failed before any of its tasks could say so (a bad interpreter...)
+        fails every task of its line it did not complete.
+        """
+        wd = workflow.workdir
+        if ev["exit_status"] == "aborted_before_running":
+            return []
+        booked, blamed, unexplained = [], False, []
+        for tid in line.task_ids:
+            task = workflow.tasks[tid]
+            if len(wd.existing(task.outputs)) == len(task.outputs):
+                report.executed.append(tid)
+                booked.append(True)
+                continue
+            meta = read_meta(wd, tid) or {}
+            if int(meta.get("attempt", 0)) > before.get(tid, 0):
+                report.executed.append(tid)
+                report.failures[tid] = _failure_reason(wd, tid, ev, line, run_dir, meta)
+                booked.append(False)
+                blamed = True
+            else:
+                unexplained.append(tid)
+        job_ok = ev["status"] == "done" and ev["exit_value"] in (0, None)
+        if unexplained and not blamed and not job_ok and ev["exit_value"] != EXIT_NOT_READY:
+            for tid in unexplained:
+                report.executed.append(tid)
+                report.failures[tid] = _failure_reason(wd, tid, ev, line, run_dir, {})
+                booked.append(False)
+        return booked
 
 
 def _write_light_config(run_dir: Path, n_jobs: int, interval: float) -> None:
@@ -297,25 +411,55 @@ def _drive(spec, run_dir: Path, env: dict):
                            f"the end of the workflow: {tail_text(run_dir / 'driver.log').strip()}")
 
 
-def _failure_reason(wd, tid: str, ev: dict, run_dir: Path) -> str:
-    """Why a job failed: the task's own error if it recorded one, else soma's view + stderr."""
-    meta = read_meta(wd, tid) or {}
+def _downstream_of(workflow, failed: set) -> set:
+    """``failed`` and every task that reads, directly or not, from one of them."""
+    users: dict[str, list[str]] = {}
+    for t in workflow.tasks.values():
+        for d in t.deps:
+            users.setdefault(d, []).append(t.id)
+    out, stack = set(failed), list(failed)
+    while stack:
+        for u in users.get(stack.pop(), ()):
+            if u not in out:
+                out.add(u)
+                stack.append(u)
+    return out
+
+
+def _line_stderr(run_dir: Path, line, tid: str) -> str:
+    """What the job's stderr says about ``tid`` (``run-task`` names each failed task),
+    else its last lines.
+    """
+    path = run_dir / "jobs" / f"{line.stem}.err"
+    text = tail_text(path, lines=200)
+    if len(line.task_ids) > 1:
+        mine = [x for x in text.splitlines() if f" {tid} " in x or x.endswith(f" {tid}")]
+        if mine:
+            return "\n".join(mine[-5:]).strip()
+    return tail_text(path, lines=5).strip()
+
+
+def _failure_reason(wd, tid: str, ev: dict, line, run_dir: Path, meta: dict) -> str:
+    """Why a task failed: its own error if it recorded one, else soma's view + stderr."""
     if ev["exit_value"] is not None:
         how = f"exit status {ev['exit_value']}"
     else:
         how = f"soma-workflow: {ev['status']} ({ev['exit_status']}" + (
             f", signal {ev['signal']})" if ev.get("signal") else ")")
-    stderr = tail_text(run_dir / "jobs" / f"{tid}.err", lines=5).strip()
+    if len(line.task_ids) > 1:
+        how += f" of soma job {line.name!r}"
+    stderr = _line_stderr(run_dir, line, tid)
     if meta.get("state") == "failed" and meta.get("error"):
-        why = f"{how}; stderr: {stderr}" if meta["error"] in stderr else \
+        return f"{how}; stderr: {stderr}" if meta["error"] in stderr else \
             f"{meta['error']} ({how}; stderr: {stderr or '(empty)'})"
-    else:
-        why = f"{how}; stderr: {stderr or '(empty)'}"
-        if ev["exit_value"] == 0:
-            why = f"exited 0 but its outputs are missing; stderr: {stderr or '(empty)'}"
-        # the task died before it could say so: record it, for `mempamal status`
-        meta.update(task=tid, state="failed", error=why,
-                    error_type=meta.get("error_type") or "JobFailed",
-                    scheduler_state=f"soma:{ev['exit_status']}")
-        write_json(wd.meta_file(tid), meta)
+    why = f"{how}; stderr: {stderr or '(empty)'}"
+    if ev["exit_value"] == 0:
+        why = f"exited 0 but its outputs are missing; stderr: {stderr or '(empty)'}"
+    elif meta.get("state") == "running":
+        why = f"killed while it ran: {why}"
+    # the task died before it could say so: record it, for `mempamal status`
+    meta = {**meta, "task": tid, "state": "failed", "error": why,
+            "error_type": meta.get("error_type") or "JobFailed",
+            "scheduler_state": f"soma:{ev['exit_status']}"}
+    write_json(wd.meta_file(tid), meta)
     return why

@@ -1,17 +1,27 @@
 """Translate mempamal tasks into a Soma-Workflow ``Workflow`` and its JSON file.
 
-One soma ``Job`` per task: its command is the task's argv, run from the
-workdir (soma's ``working_directory``), its name is the task id, its resource
-hints become a native specification for the schedulers that take one. Groups
-(one per outer split, one per inner split inside it) only shape the tree the
-soma-workflow GUI shows; execution order comes from the dependencies alone.
+One soma ``Job`` per line of tasks (:class:`Line`, planned by
+:mod:`.packing`, the planner the SLURM backend uses): its command runs the
+line's tasks one after the other in one interpreter (``python -m mempamal
+run-task . ID1 ID2 ...``), from the workdir (soma's ``working_directory``);
+its name says which tasks it runs; its resource hints (the largest of its
+tasks', time summed) become a native specification for the schedulers that
+take one. A line of one task is named by the task id, as before packing.
+
+Groups only shape the tree the soma-workflow GUI shows (execution order comes
+from the dependencies alone): a job whose tasks share an outer split goes in
+``outer split O`` (and ``inner split I`` if they share that too); a job
+spanning several outer splits (packing balances a whole level) goes in a
+group named after its kinds of task, e.g. ``fit jobs``.
 """
 
 from __future__ import annotations
 
 import configparser
 import os
+import re
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 from soma_workflow.client import Group, Helper, Job
@@ -22,18 +32,65 @@ from ..workdir import atomic_path
 
 #: schedulers whose jobs are scripts we can give resource directives to
 NATIVE_SPEC_SCHEDULERS = ("slurm", "pbspro")
+#: characters kept in a job's log file names
+_UNSAFE_IN_NAMES = re.compile(r"[^A-Za-z0-9_.+-]")
 
 
-def build_workflow(tasks, root: Path, *, python=None, name: str, out_dir: Path | None = None,
-                   scheduler_type: str = "local_basic", native_specification=None,
-                   max_cpus: int | None = None) -> SomaWorkflow:
-    """A soma ``Workflow`` running ``tasks`` from the workdir ``root``.
+@dataclass
+class Line:
+    """Tasks one soma job runs one after the other.
+
+    Attributes
+    ----------
+    name : str
+        The soma job's name (unique in its workflow; the GUI shows it).
+    stem : str
+        File name stem of its stdout/stderr (``STEM.out``, ``STEM.err``).
+    task_ids : list of str
+        In the order they run.
+    deps : list of int
+        Indices of the lines it waits for.
+    """
+
+    name: str
+    stem: str
+    task_ids: list
+    deps: list
+
+
+def name_lines(lines, deps) -> list[Line]:
+    """:class:`Line` records with unique readable names for planned ``lines``.
+
+    One task: its id. More: ``FIRST .. LAST (N tasks)`` (lines never share a
+    task, so their first ids differ).
+    """
+    out, stems = [], set()
+    for ids, up in zip(lines, deps):
+        if len(ids) == 1:
+            name = stem = ids[0]
+        else:
+            name, stem = f"{ids[0]} .. {ids[-1]} ({len(ids)} tasks)", f"{ids[0]}..{ids[-1]}"
+        stem = _UNSAFE_IN_NAMES.sub("_", stem)
+        base, k = stem, 1
+        while stem in stems:  # two ids that differ only by unsafe characters
+            stem, k = f"{base}.{k}", k + 1
+        stems.add(stem)
+        out.append(Line(name, stem, list(ids), sorted(up)))
+    return out
+
+
+def build_workflow(lines: list[Line], tasks: dict, root: Path, *, python=None, name: str,
+                   out_dir: Path | None = None, scheduler_type: str = "local_basic",
+                   native_specification=None, max_cpus: int | None = None) -> SomaWorkflow:
+    """A soma ``Workflow`` running ``lines`` of ``tasks`` from the workdir ``root``.
 
     Parameters
     ----------
-    tasks : list of Task
-        In topological order; dependencies on tasks not in the list are
+    lines : list of Line
+        In topological order; dependencies on tasks not in a line are
         considered satisfied (their outputs exist).
+    tasks : dict
+        Task id -> Task, for every id of ``lines``.
     root : Path
         The workdir (absolute): every job runs there.
     python : str, optional
@@ -41,7 +98,7 @@ def build_workflow(tasks, root: Path, *, python=None, name: str, out_dir: Path |
     name : str
         The workflow's name in soma-workflow.
     out_dir : Path, optional
-        Where each job's stdout/stderr go (``TASK.out``/``TASK.err``);
+        Where each job's stdout/stderr go (``STEM.out``/``STEM.err``);
         default: soma-workflow's own choice.
     scheduler_type : str
         Soma-workflow scheduler type the jobs are meant for; decides how
@@ -52,17 +109,30 @@ def build_workflow(tasks, root: Path, *, python=None, name: str, out_dir: Path |
         Cap on the CPUs a job asks for (soma's local scheduler never starts a
         job that wants more CPUs than it has).
     """
-    jobs = {}
-    for t in tasks:
-        jobs[t.id] = _job(t, root, python, out_dir, scheduler_type, native_specification,
-                          max_cpus)
-    deps = [(jobs[d], jobs[t.id]) for t in tasks for d in t.deps if d in jobs]
-    return SomaWorkflow(list(jobs.values()), dependencies=deps,
-                        root_group=_groups(tasks, jobs), name=name)
+    jobs = [_job(line, [tasks[t] for t in line.task_ids], root, python, out_dir,
+                 scheduler_type, native_specification, max_cpus) for line in lines]
+    deps = [(jobs[d], jobs[k]) for k, line in enumerate(lines) for d in line.deps]
+    return SomaWorkflow(jobs, dependencies=deps, root_group=_groups(lines, tasks, jobs),
+                        name=name)
 
 
-def _job(task, root, python, out_dir, scheduler_type, native_specification, max_cpus) -> Job:
-    cpus = int(task.resources.get("cpus", 1) or 1)
+def line_resources(tasks) -> dict:
+    """The hints of tasks run one after the other: largest cpus/memory/gpus, summed time."""
+    out = {}
+    for key in ("cpus", "mem_mb", "gpus"):
+        values = [t.resources[key] for t in tasks if t.resources.get(key)]
+        if values:
+            out[key] = max(values)
+    minutes = [t.resources.get("time_min") for t in tasks]
+    if all(minutes):
+        out["time_min"] = sum(minutes)
+    return out
+
+
+def _job(line, tasks, root, python, out_dir, scheduler_type, native_specification,
+         max_cpus) -> Job:
+    resources = line_resources(tasks)
+    cpus = int(resources.get("cpus", 1) or 1)
     if max_cpus is not None:
         cpus = min(cpus, max_cpus)
     # a "native" parallel job on one node: soma's local scheduler counts its
@@ -70,13 +140,15 @@ def _job(task, root, python, out_dir, scheduler_type, native_specification, max_
     parallel = ({"config_name": "native", "nodes_number": 1, "cpu_per_node": cpus}
                 if cpus > 1 else None)
     if native_specification is None:
-        native_specification = native_spec(task.resources, scheduler_type)
+        native_specification = native_spec(resources, scheduler_type)
     kw = {}
     if out_dir is not None:
-        kw = {"stdout_file": str(out_dir / f"{task.id}.out"),
-              "stderr_file": str(out_dir / f"{task.id}.err")}
-    return Job(command=task.command(python, workdir="."), name=task.id,
-               working_directory=str(root), parallel_job_info=parallel,
+        kw = {"stdout_file": str(out_dir / f"{line.stem}.out"),
+              "stderr_file": str(out_dir / f"{line.stem}.err")}
+    # the tasks of one workflow share their command up to the id
+    command = tasks[0].command(python, workdir=".")[:-1] + [t.id for t in tasks]
+    return Job(command=command, name=line.name, working_directory=str(root),
+               parallel_job_info=parallel,
                native_specification=native_specification or None, **kw)
 
 
@@ -111,26 +183,33 @@ def native_spec(resources: dict, scheduler_type: str):
     return None
 
 
-def _groups(tasks, jobs) -> list:
-    """GUI tree: ``outer split O`` > ``inner split I`` > fit jobs, then select."""
+def _groups(lines, tasks, jobs) -> list:
+    """GUI tree: ``outer split O`` > ``inner split I`` > jobs; jobs spanning splits by kind."""
     root: list = []
-    outer: dict = {}
-    inner: dict = {}
-    for t in tasks:
-        o, i = t.args.get("o"), t.args.get("i")
-        if o is None:
-            root.append(jobs[t.id])
-            continue
-        if o not in outer:
-            outer[o] = Group([], name=f"outer split {o}")
-            root.append(outer[o])
-        if i is None:
-            outer[o].elements.append(jobs[t.id])
-            continue
-        if (o, i) not in inner:
-            inner[o, i] = Group([], name=f"inner split {i}")
-            outer[o].elements.append(inner[o, i])
-        inner[o, i].elements.append(jobs[t.id])
+    groups: dict = {}
+
+    def group(key, name, parent):
+        if key not in groups:
+            groups[key] = Group([], name=name)
+            parent.append(groups[key])
+        return groups[key].elements
+
+    for line, job in zip(lines, jobs):
+        args = [tasks[t].args for t in line.task_ids]
+        outer = {a.get("o") for a in args}
+        inner = {a.get("i") for a in args}
+        if outer == {None}:
+            root.append(job)
+        elif len(outer) > 1:
+            kinds = "+".join(dict.fromkeys(tasks[t].kind for t in line.task_ids))
+            group(("kind", kinds), f"{kinds} jobs", root).append(job)
+        else:
+            (o,) = outer
+            there = group(("outer", o), f"outer split {o}", root)
+            if len(inner) == 1 and None not in inner:
+                (i,) = inner
+                there = group(("inner", o, i), f"inner split {i}", there)
+            there.append(job)
     return root
 
 
