@@ -30,6 +30,7 @@ TRIALS_PER_REFRESH = 5000
 #: seconds of history the ETA's rate is measured over
 RATE_WINDOW = 120.0
 STATE_ORDER = ["done", "running", "queued", "pending", "failed", "cancelled"]
+_UNREAD = object()
 
 
 class Watcher:
@@ -55,6 +56,7 @@ class Watcher:
         self._instance = None
         #: said under the picture (e.g. squeue cannot be run from here)
         self.note: str | None = None
+        self._cands = _UNREAD
 
     def snapshot(self) -> dict:
         """The run now, as plain data (see :func:`watch_snapshot`)."""
@@ -208,7 +210,8 @@ class Watcher:
         best = None
         if values:
             value, doc = (max if mode == "max" else min)(values, key=lambda v: v[0])
-            best = {"trial": doc["trial"], "value": value, "params": _params(self.wf, doc)}
+            best = {"trial": doc["trial"], "value": value,
+                    "params": _params(self._candidates(), doc)}
         running = []
         for tid, state in states.items():
             if state != "running" or self.wf.tasks[tid].kind != "trial":
@@ -225,6 +228,22 @@ class Watcher:
                 "n_read": len(self._trials), "n_done": len(done),
                 "n_failed": sum(d.get("state") == "failed" for d in self._trials.values()),
                 "best": best, "running": sorted(running, key=lambda r: r["trial"])}
+
+    def _candidates(self) -> list | None:
+        """The sweep's candidates, unpickled once (digest checked); None if they cannot be.
+
+        An adaptive search's are in its suggest files, not here: its trials
+        are then named by candidate number.
+        """
+        if self._cands is _UNREAD:
+            from .context import load_compiled_pickle
+
+            try:
+                cands = load_compiled_pickle(self.wf, "experiment.pkl").get("candidates")
+            except Exception:  # noqa: BLE001 - a module missing here: numbers will do
+                cands = None
+            self._cands = cands if isinstance(cands, list) else None
+        return self._cands
 
     def _read_trials(self, width: int) -> None:
         """Read finished trials not read yet (at most TRIALS_PER_REFRESH per refresh)."""
@@ -307,11 +326,14 @@ def _queue_summary(rows: list[dict]) -> dict:
     return {"states": dict(states), "pending_reasons": dict(reasons)}
 
 
-def _params(wf, doc: dict) -> dict | None:
-    """A trial's parameters: in its file when the recipe writes them there, else by candidate."""
+def _params(candidates, doc: dict) -> dict | None:
+    """A trial's parameters: in its file when there, else its candidate's."""
     if "params" in doc:
         return doc["params"]
-    return {"candidate": doc.get("candidate")}
+    c = doc.get("candidate")
+    if candidates is not None and isinstance(c, int) and 0 <= c < len(candidates):
+        return dict(candidates[c])
+    return {"candidate": c}
 
 
 def _current_trial(journal) -> int | None:

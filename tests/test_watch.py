@@ -125,12 +125,12 @@ def test_sweep_best_so_far_and_latest_metrics_of_running_trials(tmp_path):
     metrics.write_text('{"step": 0, "attempt": 1, "time": 1, "loss": 9.5}\n'
                        '{"step": 1, "attempt": 1, "time": 2, "loss": 0.25}\n{"step": 2, "lo')
     sw = watch_snapshot(tmp_path / "w")["sweep"]
-    assert sw["best"]["trial"] == 1 and sw["best"]["value"] == 1.0
+    assert sw["best"] == {"trial": 1, "value": 1.0, "params": {"x": 1}}
     assert sw["n_done"] == 2 and sw["n_failed"] == 1 and sw["mode"] == "min"
     assert sw["running"] == [{"trial": 2, "task": "trial-2", "step": 1,
                               "metrics": {"loss": 0.25}}]
     text = _text(watch_snapshot(tmp_path / "w"))
-    assert "best so far: min loss = 1 (trial 1" in text and "running trials" in text
+    assert "best so far: min loss = 1 (trial 1, {'x': 1})" in text and "running trials" in text
 
 
 def test_slurm_queue_states_come_from_one_squeue_call_per_refresh(tmp_path, monkeypatch):
