@@ -108,16 +108,30 @@ def _has(module):
     return importlib.util.find_spec(module) is not None
 
 
-@pytest.mark.slow
-@pytest.mark.dask
-@requires_or_fail(_has("distributed"), "dask.distributed is not installed")
-def test_dask_gives_the_local_results(tmp_path):
+@pytest.fixture(scope="module")
+def local_results(tmp_path_factory):
     X, y = _data()
-    local = _experiment().compile(tmp_path / "local", X, y)
-    local.run("local", n_jobs=2, progress=False)
-    wf = _experiment().compile(tmp_path / "dask", X, y)
-    wf.run("dask", n_jobs=2, progress=False)
-    got, expected = load_results(tmp_path / "dask"), load_results(tmp_path / "local")
+    root = tmp_path_factory.mktemp("local") / "w"
+    _experiment().compile(root, X, y).run("local", n_jobs=2, progress=False)
+    return load_results(root)
+
+
+BACKENDS = {
+    "dask": ({"n_jobs": 2, "progress": False},
+             [pytest.mark.dask, requires_or_fail(_has("distributed"),
+                                                 "dask.distributed is not installed")]),
+}
+# real SLURM: tests/backends/test_adaptive_backends.py. Soma-Workflow and the
+# local subprocess mode start an interpreter per task: 2 minutes each here
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", [pytest.param(b, marks=m) for b, (_, m) in BACKENDS.items()])
+def test_other_backends_give_the_local_results(tmp_path, local_results, backend):
+    X, y = _data()
+    wf = _experiment().compile(tmp_path / "w", X, y)
+    wf.run(backend.split("-")[0], **BACKENDS[backend][0])
+    got, expected = load_results(tmp_path / "w"), local_results
     drop = ["mean_fit_time", "std_fit_time", "mean_score_time", "std_score_time"]
     assert got.cv_results.drop(columns=drop).equals(expected.cv_results.drop(columns=drop))
     assert got.best_params == expected.best_params
