@@ -332,3 +332,18 @@ def test_mode_max_with_repeats_tells_optuna_the_mean_over_repeats(tmp_path):
                    for s in range(2)) / 2
 
     assert res.best_params == max(expected, key=mean)  # the best mean over repeats
+
+
+def test_compiling_again_resumes_and_another_search_is_refused(tmp_path):
+    from mempamal import WorkdirError
+
+    first = _sweep().compile(tmp_path / "w")
+    np.random.uniform()  # scipy.stats draws from numpy's global state: it must not matter
+    again = _sweep().compile(tmp_path / "w")
+    assert again.meta["fingerprint"] == first.meta["fingerprint"]
+    with pytest.raises(WorkdirError):
+        _sweep(n_iter=12).compile(tmp_path / "w")
+    with pytest.raises(WorkdirError):
+        Sweep(adaptive_funcs.branin, param_distributions={**SPACE, "x": uniform(-5, 14)},
+              search="tpe", n_iter=16, batch_size=4, random_state=0, metric="loss",
+              mode="min").compile(tmp_path / "w")
