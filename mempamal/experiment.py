@@ -29,9 +29,12 @@ class Experiment:
     param_distributions : dict or list of dict, optional
         Random search space, as for ``RandomizedSearchCV``.
     n_iter : int, default=10
-        Number of random candidates.
+        Number of random candidates (of each outer split's search when
+        model-based).
     random_state : int, optional
-        Seed of the random search (same candidates as ``RandomizedSearchCV``).
+        Seed of the random search (same candidates as ``RandomizedSearchCV``),
+        or of a model-based search's sampler, the same in every outer split
+        (None means 0 there).
     candidates : list of dict, optional
         An explicit list of candidate parameter dicts.
     cv : int, splitter or iterable, default=5

@@ -52,12 +52,16 @@ class Sweep:
         distributions or lists): the same candidates as scikit-learn's
         ``ParameterSampler`` with the same ``random_state``.
     n_iter : int, default=10
-        Number of random candidates.
+        Number of candidates of a random or model-based search.
     random_state : int, optional
-        Seed of the random search.
+        Seed of the random search, or of a model-based search's sampler
+        (None means 0 there: a search compiled into a static workflow must
+        ask the same candidates when it runs again).
     candidates : list of dict, optional
         An explicit list of candidates. With no space at all, the function
-        is called once per repeat with its defaults.
+        is called once per repeat with its defaults. With a model-based
+        search, evaluated first (Optuna's ``enqueue_trial``), within
+        ``n_iter``.
     repeats : int, default=1
         Trials per candidate; each gets ``trial.seed`` 0, 1, ...,
         ``repeats - 1``. With more than one, the best candidate is chosen on
