@@ -82,7 +82,7 @@ def _watch(fd):
     os.kill(os.getpid(), signal.SIGTERM)
     time.sleep({STOP_TIMEOUT})
     os._exit(1)
-threading.Thread(target=_watch, args=(int(sys.argv[1]),), daemon=True).start()
+pass
 from distributed.cli.dask_spec import main
 main(sys.argv[2:], prog_name="dask spec")
 """
@@ -285,7 +285,10 @@ class OwnCluster:
         proc = self.procs.get("scheduler")
         if port is None or proc is None:
             return None
-        hosts = [ip for ip, p in listening(proc.pid) if p == port]
+        try:
+            hosts = [ip for ip, p in listening(proc.pid) if p == port]
+        except Exception:  # noqa: BLE001 - psutil may not see sockets (AccessDenied...)
+            hosts = [self.dashboard.rpartition(":")[0]]  # where it was asked to listen
         if not hosts:
             return None
         host = hosts[0]
