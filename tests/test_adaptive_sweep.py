@@ -129,7 +129,7 @@ def test_workflow_is_static_suggest_rounds_then_aggregate(tmp_path):
 
 
 # -- oracle ------------------------------------------------------------------------
-@pytest.mark.parametrize("search", ["tpe", "qmc"])
+@pytest.mark.parametrize("search", ["tpe", "qmc", "cmaes"])
 def test_trial_table_equals_a_live_optuna_study_in_the_same_rounds(tmp_path, search):
     _, res = _run(_sweep(search, seed=3), tmp_path / "w")
     _check_against_oracle(res, oracle(search, 16, 4, 3))
