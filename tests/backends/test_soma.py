@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -108,6 +109,72 @@ def test_native_spec_spellings():
     assert native_spec({"cpus": 1}, "slurm") is None
 
 
+def _line_jobs(path):
+    """``[(name, task ids)]`` of a serialized soma workflow, and its dependencies by name."""
+    from soma_workflow.client import Helper
+
+    back = Helper.unserialize(str(path))
+    jobs = []
+    for job in back.jobs:
+        argv = list(job.command)
+        jobs.append((job.name, argv[argv.index("run-task") + 2:]))
+    return jobs, {(a.name, b.name) for a, b in back.dependencies}, back
+
+
+def test_write_packs_lines_with_the_slurm_planner(tmp_path, fake_home):
+    from soma_workflow.client import Group
+
+    from mempamal.backends.slurm.plan import plan_jobs
+
+    X, y = iris()
+    wf = _small(cv=3, inner_cv=2).compile(tmp_path / "w", X, y, chunk_size=1)
+    tasks = wf.tasks
+    # explicit lines: the same lines as the SLURM backend's elements
+    [path] = wf.write("soma", tasks_per_job=2)
+    jobs, deps, _ = _line_jobs(path)
+    slurm_lines = [line for job in plan_jobs(wf, 1000, tasks_per_job=2) for line in job.lines]
+    assert sorted(ids for _, ids in jobs) == sorted(slurm_lines)
+    assert len(jobs) < len(tasks)
+
+    # auto: each level's estimated work balanced over n_jobs lines
+    wf.meta["seconds_per_fit"] = 2.0  # 18 fits of 3 candidates: 108 s of fits
+    [path] = wf.write("soma", n_jobs=3)
+    jobs, deps, back = _line_jobs(path)
+    names = [name for name, _ in jobs]
+    assert len(set(names)) == len(names)
+    ran = [tid for _, ids in jobs for tid in ids]
+    assert sorted(ran) == sorted(tasks)  # every task exactly once
+    # one line per outer split (its fits balance the level exactly), each
+    # followed by its select (a chain), then the aggregate after all three
+    lines = {name: ids for name, ids in jobs}
+    for o in range(3):
+        ids = lines[f"fit-o{o}-i0-c0 .. select-o{o} (7 tasks)"]
+        assert ids == [t for t in tasks if t.startswith((f"fit-o{o}-", f"select-o{o}"))]
+    assert lines["aggregate"] == ["aggregate"]
+    assert deps == {(n, "aggregate") for n in names if n != "aggregate"}
+    # a job whose tasks share an outer split stays in that split's group
+    groups = [g for g in back.root_group if isinstance(g, Group)]
+    assert [(g.name, len(g.elements)) for g in groups] == [
+        ("outer split 0", 1), ("outer split 1", 1), ("outer split 2", 1)]
+
+    # more CPUs than outer splits: fit lines span splits, and are grouped by kind
+    [path] = wf.write("soma", n_jobs=4)
+    jobs, deps, back = _line_jobs(path)
+    fit_lines = [ids for _, ids in jobs if ids[0].startswith("fit-")]
+    assert len(fit_lines) == 4 and sorted(t for ids in fit_lines for t in ids) == sorted(
+        t for t in tasks if t.startswith("fit-"))
+    groups = {g.name: g for g in back.root_group if isinstance(g, Group)}
+    spanning = {name for name, ids in jobs if ids in fit_lines
+                and len({t.split("-")[1] for t in ids}) > 1}
+    assert spanning and {j.name for j in groups["fit jobs"].elements} == spanning
+
+    # tasks_per_job=1: one job per task, named after it, as before packing
+    [path] = wf.write("soma", tasks_per_job=1)
+    jobs, deps, _ = _line_jobs(path)
+    assert [(n, ids) for n, ids in jobs] == [(t, [t]) for t in tasks]
+    assert deps == {(d, t.id) for t in tasks.values() for d in t.deps}
+
+
 def test_bad_options_are_refused_before_anything_is_written(tmp_path, fake_home):
     X, y = iris()
     wf = _small().compile(tmp_path / "w", X, y)
@@ -117,6 +184,9 @@ def test_bad_options_are_refused_before_anything_is_written(tmp_path, fake_home)
         wf.write("soma", n_jobs=0)
     with pytest.raises(ValidationError, match="refreshment_interval"):
         wf.write("soma", refreshment_interval="fast")
+    for bad in (0, -2, "many", 1.5, True, None):
+        with pytest.raises(ValidationError, match=rf"tasks_per_job .*got {re.escape(repr(bad))}"):
+            wf.write("soma", tasks_per_job=bad)
     cfg = tmp_path / "swf.cfg"
     cfg.write_text("[cluster]\nSCHEDULER_TYPE = slurm\nLIGHT_MODE = 1\n")
     os.environ["SOMA_WORKFLOW_CONFIG"] = str(cfg)
@@ -252,3 +322,144 @@ def test_interrupt_stops_the_jobs_instead_of_orphaning_them(tmp_path, fake_home)
     assert {t for t in wf.tasks if read_meta(wf.workdir, t)} == started
     assert "running" not in wf.status("soma").values()
     assert wf.pending()
+
+
+# -- packing: lines of tasks per soma job ---------------------------------------------
+def _oracle_check(root, estimator, grid, X, y, outer, inner):
+    """mempamal's results equal cross_validate(GridSearchCV) on the same splits."""
+    import numpy as np
+    from sklearn.model_selection import GridSearchCV, cross_validate
+
+    res = load_results(root)
+    oracle = cross_validate(GridSearchCV(estimator, grid, cv=inner), X, y, cv=outer,
+                            return_estimator=True)
+    assert res.best_params == [est.best_params_ for est in oracle["estimator"]]
+    np.testing.assert_allclose(res.outer_scores["test_score"].to_numpy(),
+                               oracle["test_score"], rtol=0, atol=1e-12)
+
+
+def _soma_jobs_of_runs(root: Path) -> list[list]:
+    """Task ids of each soma job of each round, oldest round first."""
+    runs = sorted((root / "soma" / "runs").iterdir())
+    return [[ids for _, ids in _line_jobs(r / "workflow.json")[0]] for r in runs]
+
+
+@pytest.mark.slow
+def test_packed_run_equals_scikit_learn_in_fewer_jobs_than_tasks(tmp_path, fake_home):
+    from sklearn.svm import SVC
+
+    X, y = iris()
+    grid = {"C": [0.1, 1.0, 10.0]}
+    exp = _small()
+    wf = exp.compile(tmp_path / "w", X, y, chunk_size=1)
+    # estimates as if each fit took 2 s: each outer split's fits fill one of
+    # the two CPUs (the tasks themselves are not affected)
+    wf.meta["seconds_per_fit"] = 2.0
+    report = wf.run("soma", **FAST)
+    assert report.ok and sorted(report.executed) == sorted(wf.tasks)
+    [jobs] = _soma_jobs_of_runs(wf.workdir.root)
+    assert len(jobs) == 3 < len(wf.tasks)
+    assert sorted(t for ids in jobs for t in ids) == sorted(wf.tasks)
+    assert wf.pending() == []
+    _oracle_check(wf.workdir.root, SVC(), grid, X, y, 2, 2)
+    # every task ran once; a line's tasks share one interpreter
+    metas = {t: read_json(wf.workdir.meta_file(t)) for t in wf.tasks}
+    assert {m["attempt"] for m in metas.values()} == {1}
+    assert all(len({metas[t]["pid"] for t in ids}) == 1 for ids in jobs)
+
+    # tasks_per_job=1: one soma job (one interpreter) per task, as before
+    one = exp.compile(tmp_path / "one", X, y, chunk_size=1)
+    one.meta["seconds_per_fit"] = 2.0
+    assert one.run("soma", tasks_per_job=1, **FAST).ok
+    [jobs] = _soma_jobs_of_runs(one.workdir.root)
+    assert jobs == [[t] for t in one.tasks]
+    _oracle_check(one.workdir.root, SVC(), grid, X, y, 2, 2)
+
+
+def _unequal_outer_splits(y):
+    """Two outer splits: training sets of 100 and 40 samples (inner: 50 and 20)."""
+    import numpy as np
+
+    perm = np.random.RandomState(0).permutation(len(y))
+    return [(np.sort(perm[:100]), np.sort(perm[100:])), (np.sort(perm[:40]), np.sort(perm[40:]))]
+
+
+@pytest.mark.slow
+def test_a_failure_in_a_line_spares_its_line_mates_and_independent_branches(
+        tmp_path, fake_home):
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from mempamal.status import status_report
+
+    X, y = iris()
+    outer = _unequal_outer_splits(y)
+    # 30 neighbours cannot be asked of the 20 samples of outer split 1's inner
+    # fits: those two fit tasks fail; everything of outer split 0 succeeds
+    grid = {"n_neighbors": [1, 30]}
+    exp = Experiment(KNeighborsClassifier(), param_grid=grid, cv=outer, inner_cv=2,
+                     error_score="raise")
+    wf = exp.compile(tmp_path / "w", X, y, chunk_size=1)
+    failing = {"fit-o1-i0-c1", "fit-o1-i1-c1"}
+    with pytest.raises(TaskFailedError) as info:
+        wf.run("soma", tasks_per_job=4, **FAST)
+    report = info.value.report
+    assert set(report.failures) == failing
+    line = "fit-o1-i0-c0 .. fit-o1-i1-c1 (4 tasks)"
+    for tid, why in report.failures.items():
+        assert "n_neighbors" in why and f"soma job {line!r}" in why, why
+        assert f"task {tid} failed" in why  # the line's stderr, about this task
+    # the line-mates of the failures ran, and so did select-o0 (in a second
+    # round: soma did not start the line of selects, which waits for both
+    # lines of fits); only what reads from a failure is left
+    assert set(report.not_run) == {"select-o1", "aggregate"}
+    assert wf.done() == set(wf.tasks) - failing - set(report.not_run)
+    rounds = _soma_jobs_of_runs(wf.workdir.root)
+    assert rounds[0] == [[t for t in wf.tasks if t.startswith("fit-o0")],
+                         [t for t in wf.tasks if t.startswith("fit-o1")],
+                         ["select-o0", "select-o1", "aggregate"]]
+    assert rounds[1] == [["select-o0"]]
+
+    status = status_report(wf.workdir.root, "soma")
+    assert {f["task"] for f in status["failures"]} == failing
+    for f in status["failures"]:
+        assert "n_neighbors" in f["error"]
+        log = Path(f["log"]) if Path(f["log"]).is_absolute() else wf.workdir.root / f["log"]
+        assert "Traceback" in log.read_text() and "n_neighbors" in log.read_text()
+    assert {t for t, s in wf.status("soma").items() if s == "pending"} == set(report.not_run)
+
+
+@pytest.mark.slow
+def test_a_killed_packed_run_resumes_to_the_same_results(tmp_path, fake_home):
+    from helpers import SleepyClassifier
+
+    from mempamal.runner import read_meta
+
+    X, y = iris()
+    grid = {"C": [0.1, 1.0]}
+    # fits of 0.5 s: the run is killed while a line is half done
+    exp = Experiment(SleepyClassifier(delay=0.5), param_grid=grid, cv=2, inner_cv=2)
+    wf = exp.compile(tmp_path / "w", X, y, chunk_size=1)
+    handle = wf.submit("soma", n_jobs=2, refreshment_interval=0.1, tasks_per_job=4)
+    for _ in range(1200):  # until some task is done (at most about 2 minutes)
+        if wf.done() or handle.poll() is not None:
+            break
+        time.sleep(0.1)
+    assert wf.done() and handle.poll() is None, "no task ended before the run did"
+    handle.kill()  # no clean-up in the run: its driver sees it gone and stops soma
+    handle.wait(timeout=60)
+    for _ in range(600):  # the driver stops the jobs it started
+        if "running" not in wf.status("soma").values():
+            break
+        time.sleep(0.1)
+    assert "running" not in wf.status("soma").values()
+    done_before = wf.done()
+    assert wf.pending()
+
+    report = wf.run("soma", tasks_per_job=4, **FAST)
+    assert report.ok and wf.pending() == []
+    # what was done was not redone
+    assert set(report.executed) == set(wf.tasks) - done_before
+    assert all(read_meta(wf.workdir, t)["attempt"] == 1 for t in done_before)
+    ref = exp.compile(tmp_path / "ref", X, y, chunk_size=1)
+    ref.run("local", n_jobs=2, progress=False)
+    assert_same_results(load_results(wf.workdir.root), load_results(ref.workdir.root))
