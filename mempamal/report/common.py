@@ -73,7 +73,8 @@ def varying(candidates) -> list[str]:
 
 def base_layout(fig, title: str | None = None, height: int = HEIGHT, **more) -> None:
     """The layout every figure shares: compact margins, title, height."""
-    fig.update_layout(height=height, margin={"l": 60, "r": 20, "t": 50 if title else 20,
+    # the top margin leaves room for the mode bar above subplot titles
+    fig.update_layout(height=height, margin={"l": 60, "r": 20, "t": 60 if title else 45,
                                              "b": 50},
                       title={"text": title} if title else None,
                       legend={"orientation": "h", "y": -0.2}, **more)

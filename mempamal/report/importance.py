@@ -12,10 +12,15 @@ from .common import axis_values, fmt_param, wants_log
 
 #: trials at least, for importances to mean anything
 MIN_TRIALS = 4
+#: trials at most: fANOVA's time grows faster than linearly (about 10 s for
+#: 500 trials, 10 min for 6,000), beyond it a random sample (seeded) is used
+MAX_TRIALS = 300
 
 
 def param_importances(trials, names, metric: str, mode: str) -> tuple[dict, str | None]:
-    """``({parameter: importance}, note)``; empty with a note saying why when not computed.
+    """``({parameter: importance}, note)``: empty with a note saying why when not computed.
+
+    The note also says when a sample of the trials was used.
 
     Parameters
     ----------
@@ -35,6 +40,11 @@ def param_importances(trials, names, metric: str, mode: str) -> tuple[dict, str 
     if len(done) < MIN_TRIALS:
         return {}, (f"Parameter importance needs at least {MIN_TRIALS} finished trials; "
                     f"{len(done)} so far.")
+    sampled = None
+    if len(done) > MAX_TRIALS:
+        sampled = (f"Computed on a random sample of {MAX_TRIALS} of the {len(done)} "
+                   "finished trials (fANOVA's time grows quickly with their number).")
+        done = done.sample(MAX_TRIALS, random_state=0)
     dists, encode = {}, {}
     for name in names:
         dists[name], encode[name] = _distribution(optuna, done[f"param_{name}"].tolist())
@@ -57,7 +67,7 @@ def param_importances(trials, names, metric: str, mode: str) -> tuple[dict, str 
         return {}, f"Parameter importance could not be computed: {type(exc).__name__}: {exc}"
     finally:
         optuna.logging.set_verbosity(old)
-    return {k: float(v) for k, v in found.items() if not math.isnan(v)}, None
+    return {k: float(v) for k, v in found.items() if not math.isnan(v)}, sampled
 
 
 def _distribution(optuna, raw):
