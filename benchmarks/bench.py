@@ -2,7 +2,7 @@
 
 Run from the repository root (README.rst names the command)::
 
-    python benchmarks/bench.py [--reps 3] [--only W1,W2,W3,C100k,SLURM] [--out FILE]
+    python benchmarks/bench.py [--reps 3] [--only W1,W2,W3,C100k,SLURM,SOMA,DASK] [--out FILE]
 
 Every figure is a ratio of two timings taken in the same run (interleaved,
 median of ``--reps`` repetitions); the machine's cores and the library
@@ -30,7 +30,8 @@ sys.path.insert(0, str(HERE))
 TARGETS = {
     "W1 local / ideal": 1.05, "W1 local / sklearn": 1.00, "W2 local / sklearn": 1.10,
     "W3 local / sklearn": 1.00, "C100k compile s": 3.0, "C100k compile peak MB": 300.0,
-    "C100k status s": 1.0, "W1 slurm / local": 1.5,
+    "C100k status s": 1.0, "W1 slurm / local": 1.5, "W1 soma / local": 1.5,
+    "W1 dask LocalCluster / local": 1.15,
 }
 
 
@@ -190,12 +191,6 @@ def bench_slurm(reps, n_jobs, root, results):
     if shutil.which("sbatch") is None:
         print("\nSLURM: sbatch not found, skipped")
         return
-    from workloads import w1
-
-    from mempamal import Experiment
-
-    wl = w1()
-    X, y = wl.data
     cluster_options = {
         "cores": 1, "processes": 1, "memory": "1GB", "walltime": "00:30:00",
         "interface": "lo", "python": sys.executable, "job_name": "mempamal-bench-dask",
@@ -208,27 +203,68 @@ def bench_slurm(reps, n_jobs, root, results):
             "cluster": "slurm", "n_jobs": n_jobs, "progress": False,
             "cluster_options": cluster_options}),
     }
-    print("\nW1 on SLURM vs local", flush=True)
+    local, times = _w1_versus_local(variants, reps, n_jobs, root, "SLURM",
+                                    wait=_wait_for_idle_cluster)
+    results["workloads"]["W1-slurm"] = {"local_s": local, **times}
+    for name, t in times.items():
+        results["ratios"][name] = statistics.median(t) / statistics.median(local)
+
+
+def bench_here(section, reps, n_jobs, root, results):
+    """W1 through Soma-Workflow (light mode) or a Dask LocalCluster vs local, same run.
+
+    ``SOMA``: the Soma backend with default options (``tasks_per_job="auto"``:
+    each level's work cut into about one soma job per core) and unpacked
+    (``tasks_per_job=1``: one soma job, one interpreter, per task).
+    ``DASK``: the Dask backend's own LocalCluster of ``n_jobs`` workers.
+    """
+    if section == "SOMA":
+        variants = {
+            "W1 soma / local": ("soma", {"n_jobs": n_jobs, "progress": False}),
+            "W1 soma unpacked / local": ("soma", {"n_jobs": n_jobs, "progress": False,
+                                                  "tasks_per_job": 1}),
+        }
+    else:
+        variants = {"W1 dask LocalCluster / local": ("dask", {"n_jobs": n_jobs,
+                                                              "progress": False})}
+    local, times = _w1_versus_local(variants, reps, n_jobs, root, section)
+    results["workloads"][f"W1-{section.lower()}"] = {"local_s": local, **times}
+    for name, t in times.items():
+        results["ratios"][name] = statistics.median(t) / statistics.median(local)
+
+
+def _w1_versus_local(variants, reps, n_jobs, root, label, wait=None):
+    """Interleaved timings of W1 (compile + run) on the local executor and on each variant.
+
+    Each variant compiles afresh, so its time includes the compile, as the
+    local executor's does. ``wait()`` runs before every measure.
+    """
+    from workloads import w1
+
+    from mempamal import Experiment
+
+    wl = w1()
+    X, y = wl.data
+    print(f"\nW1 on {label} vs local", flush=True)
     times = {name: [] for name in variants}
     local = []
     for rep in range(reps):
-        _wait_for_idle_cluster()
+        if wait:
+            wait()
         local.append(mempamal_local(wl, n_jobs, root)[0])
         for k, (name, (backend, options)) in enumerate(variants.items()):
             exp = Experiment(wl.estimator, param_grid=wl.param_grid, cv=wl.cv,
                              inner_cv=wl.inner_cv, scoring=wl.scoring)
-            # a job still ending (a Dask worker closing) would slow the next measure
-            _wait_for_idle_cluster()
+            if wait:  # a job still ending (a Dask worker closing) would slow the next measure
+                wait()
             t0 = time.perf_counter()
-            wf = exp.compile(root / f"slurm-{rep}-{k}", X, y)
+            wf = exp.compile(root / f"{label.lower()}-{rep}-{k}", X, y)
             wf.run(backend, **options)
             times[name].append(time.perf_counter() - t0)
         print(f"  rep {rep}: " + "  ".join(f"{n.split(' /')[0]} {t[-1]:.2f}s"
                                           for n, t in times.items())
               + f"  local {local[-1]:.2f}s", flush=True)
-    results["workloads"]["W1-slurm"] = {"local_s": local, **times}
-    for name, t in times.items():
-        results["ratios"][name] = statistics.median(t) / statistics.median(local)
+    return local, times
 
 
 def _wait_for_idle_cluster(timeout: float = 120.0) -> None:
@@ -270,7 +306,7 @@ def print_table(results) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--only", default="W1,W2,W3,C100k,SLURM")
+    parser.add_argument("--only", default="W1,W2,W3,C100k,SLURM,SOMA,DASK")
     parser.add_argument("--n-jobs", type=int, default=os.cpu_count())
     parser.add_argument("--out", default=str(HERE / "results" / "latest.json"))
     args = parser.parse_args(argv)
@@ -287,6 +323,9 @@ def main(argv=None) -> int:
             bench_c100k(args.reps, root, results)
         if "SLURM" in only:
             bench_slurm(args.reps, args.n_jobs, root, results)
+        for section in ("SOMA", "DASK"):
+            if section in only:
+                bench_here(section, args.reps, args.n_jobs, root, results)
     print_table(results)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
