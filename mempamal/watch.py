@@ -102,25 +102,27 @@ class Watcher:
             self._failures = {"key": None, "groups": []}
 
     def _states(self) -> tuple[dict, list]:
-        """``({task: state}, squeue rows)``: one squeue call on SLURM, none elsewhere."""
-        if self._instance is None:
-            from .backends import get_backend
+        """``({task: state}, squeue rows)``: one squeue call on SLURM, none elsewhere.
 
-            self._instance = get_backend(self.backend)
-        if self.backend == "slurm" and self.note is None:
-            from .errors import BackendError
-
-            try:
-                return self._instance.status_and_queue(self.wf)
-            except BackendError as exc:
-                # a machine that sees the files but not the cluster: the
-                # files still say what is done, failed and running
-                self.note = f"states from the files only: {exc}"
+        When the backend cannot be asked from here (squeue not on PATH, an
+        optional backend not installed), the files say what is done, failed
+        and running, and :attr:`note` says so.
+        """
         from .backends.base import file_status
+        from .errors import BackendError
 
-        if self.backend == "slurm":
-            return file_status(self.wf), []
-        return self._instance.status(self.wf), []
+        if self.note is None:
+            try:
+                if self._instance is None:
+                    from .backends import get_backend
+
+                    self._instance = get_backend(self.backend)
+                if self.backend == "slurm":
+                    return self._instance.status_and_queue(self.wf)
+                return self._instance.status(self.wf), []
+            except BackendError as exc:
+                self.note = f"states from the files only: {exc}"
+        return file_status(self.wf), []
 
     def _running(self, states: dict, now: float) -> list[dict]:
         out = []

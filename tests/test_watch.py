@@ -175,6 +175,18 @@ def test_without_squeue_here_the_states_come_from_the_files(tmp_path, monkeypatc
     assert "states from the files only" in _text(snap)
 
 
+def test_a_backend_not_installed_here_leaves_the_files(tmp_path, monkeypatch):
+    from mempamal.backends import base
+
+    monkeypatch.setitem(base._REGISTRY, "elsewhere", "no_such_module_here:Backend")
+    wf = _bare_workflow(tmp_path / "w")
+    write_json(wf.workdir.last_backend_file, {"backend": "elsewhere"})
+    _running_meta(wf, "fit-o0-i0-c0")
+    snap = watch_snapshot(tmp_path / "w")
+    assert "backend 'elsewhere' is not available" in snap["note"]
+    assert snap["counts"]["fit"]["running"] == 1 and snap["queue"] is None
+
+
 @pytest.mark.slow
 def test_live_watch_follows_a_background_run_until_it_ends(tmp_path):
     X, y = iris()

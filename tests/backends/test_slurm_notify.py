@@ -138,6 +138,7 @@ def test_slurm_failed_run_sends_the_watchdog_message_and_the_end_message(tmp_pat
 
 
 @pytest.mark.slurm
+@pytest.mark.slow
 @needs_cluster
 def test_watch_shows_the_slurm_queue_with_one_squeue_call_a_refresh(tmp_path, monkeypatch):
     from helpers import SleepyClassifier
