@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import axis_values, base_layout, finite, fmt_param, param_names, wants_log
+from .common import (
+    axis_values,
+    base_layout,
+    finite,
+    fmt_param,
+    is_number,
+    param_names,
+    wants_log,
+)
 from .page import Section, Table
 
 #: (outer split, candidate) markers drawn on the inner-score panels; beyond
@@ -45,21 +53,25 @@ def outer_scores_section(res, run) -> Section:
                        "over those.")
     fig = go.Figure()
     splits = [int(v) for v in o["outer_split"]]
-    for k, m in enumerate(_metrics(res)):
+    metrics = _metrics(res)
+    for k, m in enumerate(metrics):
         values = o[m].to_numpy(dtype=float)
         mean, std = float(np.nanmean(values)), float(np.nanstd(values))
         color = _color(k)
+        # metrics side by side around their split: close scores stay visible
+        dodge = 0.08 * (k - (len(metrics) - 1) / 2)
         fig.add_trace(go.Scatter(
-            x=splits, y=finite(values), mode="markers+lines", name=f"{m}: "
+            x=[x + dodge for x in splits], y=finite(values), mode="markers+lines", name=f"{m}: "
             f"{mean:.4g} ± {std:.4g}", legendgroup=m, marker={"size": 10, "color": color},
             line={"width": 1, "color": color},
-            hovertemplate="outer split %{x}<br>" + m + " %{y:.4f}<extra></extra>"))
+            customdata=splits,
+            hovertemplate="outer split %{customdata}<br>" + m + " %{y:.4f}<extra></extra>"))
         # the mean over splits and its ± std band, spanning the splits
         lo, hi = min(splits) - 0.3, max(splits) + 0.3
         fig.add_trace(go.Scatter(
             x=[lo, hi, hi, lo, lo], y=[mean - std, mean - std, mean + std, mean + std,
                                        mean - std],
-            fill="toself", fillcolor=color, opacity=0.15, line={"width": 0},
+            mode="lines", fill="toself", fillcolor=color, opacity=0.15, line={"width": 0},
             legendgroup=m, showlegend=False, hoverinfo="skip", name=f"{m} ± std"))
         fig.add_trace(go.Scatter(x=[lo, hi], y=[mean, mean], mode="lines",
                                  line={"dash": "dash", "color": color}, legendgroup=m,
@@ -107,20 +119,22 @@ def best_params_section(res, run) -> Section:
     if shown:
         fig = make_subplots(rows=1, cols=len(shown), subplot_titles=shown)
         for k, name in enumerate(shown, start=1):
-            candidates = [c.get(name) for c in run.spec["candidates"]] if run.spec else []
-            values, numeric = axis_values([p.get(name) for p in best])
+            # every value of the grid on the axis, in order, as categories: the
+            # question is which one was chosen, not how far apart they are
+            values = [fmt_param(p.get(name)) for p in best]
+            grid = [c.get(name) for c in run.spec["candidates"]] if run.spec else []
+            grid = list(dict.fromkeys([*grid, *(p.get(name) for p in best)]))
+            if all(is_number(v) for v in grid):
+                grid = sorted(grid)
             fig.add_trace(go.Scatter(
                 x=res.outer_splits, y=values, mode="markers", name=name, showlegend=False,
                 marker={"size": 12, "color": _color(0)},
                 hovertemplate="outer split %{x}<br>" + name + " = %{y}<extra></extra>"),
                 row=1, col=k)
             fig.update_xaxes(title="outer split", tickvals=res.outer_splits, row=1, col=k)
-            if numeric and wants_log(candidates):
-                fig.update_yaxes(type="log", row=1, col=k)
-            elif not numeric:
-                order, _ = axis_values(list(dict.fromkeys(candidates)))
-                fig.update_yaxes(type="category", categoryorder="array",
-                                 categoryarray=order, row=1, col=k)
+            cats = list(dict.fromkeys(fmt_param(v) for v in grid))
+            fig.update_yaxes(type="category", categoryorder="array", categoryarray=cats,
+                             range=[-0.5, len(cats) - 0.5], row=1, col=k)
         base_layout(fig, height=300)
         s.add_figure(fig, "The value each outer split chose, per parameter: a flat row "
                           "of markers is a stable choice.")

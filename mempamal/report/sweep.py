@@ -303,9 +303,12 @@ def curves_section(res) -> Section:
         fig.update_xaxes(title="step", row=row + 1, col=col + 1)
     base_layout(fig, height=340 * nrows)
     n_with = h["trial"].nunique()
+    legend = {"pruned": "pruned trials dashed, marked where they stopped",
+              "failed": "failed trials dotted", "running": "trials still running in orange"}
+    shown = [text for key, text in legend.items() if groups[key]]
     s.add_figure(fig, f"What {n_with} trial(s) reported with trial.report(step, ...); "
-                      f"the best trial ({best}) in red; pruned trials dashed, marked where "
-                      "they stopped; trials still running in orange."
+                      f"the best trial ({best}) in red"
+                 + "".join(f"; {text}" for text in shown) + "."
                  + ("" if len(trials) == n_with else
                     f" ({len(trials)} of {n_with} curves drawn: the best and an even "
                     "sample of the others.)"))
