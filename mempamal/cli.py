@@ -182,7 +182,7 @@ def status(workdir, backend, as_json):
 @cli.command()
 @workdir_arg
 @click.option("--backend", "-b", default=None, help="Backend to ask (default: the last one).")
-@click.option("--interval", type=float, default=1.0, show_default=True,
+@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
               help="Seconds between two refreshes.")
 @click.option("--once", is_flag=True, help="Print one picture and exit.")
 @click.option("--json", "as_json", is_flag=True, help="One snapshot, machine-readable.")
