@@ -411,6 +411,24 @@ def test_missing_plotly_names_the_extra(nested, monkeypatch):
         render_report(nested[0])
 
 
+def test_a_broken_section_does_not_cost_the_others(nested, monkeypatch):
+    import mempamal.report.run as run_sections
+
+    monkeypatch.setattr(run_sections, "timeline_section", lambda run: 1 / 0)
+    text = render_report(nested[0])
+    assert "This section could not be drawn: ZeroDivisionError" in text
+    assert 'data-target="outer-scores-fig0"' in text and 'data-target="timeline-fig0"' not in text
+
+
+def test_a_user_template_can_extend_the_page(nested, tmp_path):
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "report.html.j2").write_text(
+        '{% extends "builtin/report/report.html.j2" %}'
+        '{% block style %}{{ super() }}<style>h1 { color: #123456; }</style>{% endblock %}')
+    text = render_report(nested[0], template_dir=tmp_path)
+    assert "h1 { color: #123456; }" in text and 'data-target="outer-scores-fig0"' in text
+
+
 # -- bounded size on big runs -------------------------------------------------------------
 def test_big_sweeps_are_sampled_keeping_the_best():
     import pandas as pd

@@ -106,17 +106,38 @@ def build_sections(run) -> list:
         from .sweep import sections as recipe_sections
     else:
         from .nested_cv import sections as recipe_sections
-    out = [run_sections.overview_section(run)]
-    failures = run_sections.failures_section(run)
+    out = [_guarded(run_sections.overview_section, run, "overview", "Overview")]
+    failures = _guarded(run_sections.failures_section, run, "failures", "Failures")
     if failures is not None and not run.finished:
         out.append(failures)  # a run in trouble: the cause comes first
         failures = None
-    out += recipe_sections(run)
-    out += [run_sections.timeline_section(run), run_sections.resources_section(run)]
+    out += _guarded(recipe_sections, run, "results", "Results", many=True)
+    out += [_guarded(run_sections.timeline_section, run, "timeline", "Timeline"),
+            _guarded(run_sections.resources_section, run, "resources",
+                     "Duration and peak memory per task kind")]
     if failures is not None:
         out.append(failures)
-    out.append(run_sections.versions_section(run))
+    out.append(_guarded(run_sections.versions_section, run, "versions", "Versions"))
     return out
+
+
+def _guarded(build, run, anchor: str, title: str, many: bool = False):
+    """``build(run)``, or a section saying why it could not be drawn.
+
+    A report reads files a live run is writing, on any machine: one section
+    that trips on something unexpected must not cost the others.
+    """
+    try:
+        return build(run)
+    except Exception as exc:
+        import traceback
+
+        from .page import Section
+
+        section = Section(anchor, title)
+        section.notes.append(f"This section could not be drawn: {type(exc).__name__}: {exc}")
+        section.blocks.append(("traceback", traceback.format_exc()))
+        return [section] if many else section
 
 
 def _partial_text(run) -> str:

@@ -108,7 +108,7 @@ def _load_results(run: RunData) -> None:
     try:
         run.context = load_context(root)
         run.spec = run.context.spec
-    except Exception as exc:  # noqa: BLE001 - any unpickling error is reported, not raised
+    except Exception as exc:  # any unpickling error: reported on the page, not raised
         run.results_note = (f"the experiment in {str(root)!r} cannot be loaded here "
                             f"({type(exc).__name__}: {exc})")
         return
@@ -116,5 +116,5 @@ def _load_results(run: RunData) -> None:
         run.results = load_results(root, partial=True)
     except WorkdirError as exc:
         run.results_note = str(exc)
-    except Exception as exc:  # noqa: BLE001 - a damaged output: the rest still shows
+    except Exception as exc:  # a damaged output: the rest of the page still shows
         run.results_note = f"results cannot be read: {type(exc).__name__}: {exc}"
