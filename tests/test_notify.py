@@ -183,3 +183,14 @@ def test_soma_run_sends_its_first_failure_and_its_end(tmp_path, inbox, monkeypat
     assert [m["title"] for m in messages] == ["mempamal: w: a task failed",
                                               "mempamal: w FAILED"]
     assert read_run_record(wf.workdir)["backend"] == "soma"
+
+
+@pytest.mark.parametrize("command", [["resume"], ["submit", "--backend", "slurm"],
+                                     ["submit", "--backend", "local"]])
+def test_resume_and_submit_refuse_unknown_scheme_before_running(tmp_path, command):
+    X, y = iris()
+    wf = small_grid_experiment(cv=2).compile(tmp_path / "w", X, y)
+    proc = subprocess.run([sys.executable, "-m", "mempamal", *command, str(wf.workdir.root),
+                           "--notify", "bogus://x/y"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "scheme 'bogus' is unknown" in proc.stderr
+    assert not wf.workdir.last_backend_file.exists() and not list(wf.workdir.logs_dir.iterdir())
