@@ -22,12 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import requires_or_fail
+from conftest import IN_CI, requires_or_fail
 from helpers import FailingClassifier, iris
 from sklearn.svm import SVC
 
 from mempamal import Experiment, Sweep, TaskFailedError, WorkdirError, load_results
 from mempamal.errors import ValidationError
+from mempamal.recipes.sweep.dag import trial_name
 from mempamal.report import MAX_BYTES, MissingExtraError, render_report, write_report
 from mempamal.report.run import assign_lanes
 from mempamal.report.sweep import MAX_TRIAL_POINTS, best_so_far, shown_trials
@@ -131,7 +132,7 @@ def running(tmp_path_factory, funcs_file):
                             stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
-        metrics = wf.workdir.trial_metrics_file(f"{1:0{wf.meta['trial_name_width']}d}")
+        metrics = wf.workdir.trial_metrics_file(trial_name(1, wf.meta["trial_name_width"]))
         while not metrics.exists() or not metrics.read_text():
             assert proc.poll() is None and time.monotonic() < deadline, "trial 1 never ran"
             time.sleep(0.05)
@@ -190,6 +191,21 @@ def _check_self_contained(page: Page) -> None:
 
 
 # -- nested CV ------------------------------------------------------------------------
+def test_every_section_has_its_figures(nested, sweep):
+    run_figs = {"timeline-fig0", "resources-fig0"}
+    assert set(nested[1].figures) == run_figs | {
+        "outer-scores-fig0", "best-params-fig0", "inner-scores-fig0", "times-fig0"}
+    importance = {"importance-fig0"} if _has("optuna") else set()
+    assert set(sweep[1].figures) == run_figs | importance | {
+        "trials-fig0", "parallel-fig0", "params-fig0", "curves-fig0"}
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
 def test_nested_cv_report_matches_results(nested):
     root, page = nested
     res = load_results(root)
@@ -506,9 +522,19 @@ def test_chromium_draws_the_report_without_errors(which, request, tmp_path):
         _check_not_blank(shot)
 
 
+def _pil_image():
+    try:
+        from PIL import Image
+    except ImportError:
+        if IN_CI:
+            pytest.fail("CI=true but Pillow (to read the screenshot) is not installed")
+        pytest.skip("Pillow is not installed")
+    return Image
+
+
 def _check_not_blank(png: Path, min_shape=(2000, 1200)) -> None:
     """Most of a drawn page is background, but figures and tables colour a good part."""
-    Image = pytest.importorskip("PIL.Image")
+    Image = _pil_image()
     img = np.asarray(Image.open(png).convert("RGB")).astype(int)
     assert img.shape[0] >= min_shape[0] and img.shape[1] >= min_shape[1]
     packed = (img[..., 0] << 16) | (img[..., 1] << 8) | img[..., 2]
@@ -521,7 +547,7 @@ def _check_not_blank(png: Path, min_shape=(2000, 1200)) -> None:
 
 
 def test_blank_screenshots_are_caught(tmp_path):
-    Image = pytest.importorskip("PIL.Image")
+    Image = _pil_image()
     white = tmp_path / "white.png"
     Image.new("RGB", (320, 240), "white").save(white)
     with pytest.raises(AssertionError, match="mostly one colour"):
