@@ -313,6 +313,10 @@ def test_sweep_report_matches_results(sweep):
     assert int(top[1][0]) == int(res.ranked()["trial"].iloc[0])
     failed_rows = page.tables("top-trials")[1]
     assert "ValueError: lr=0.9 diverged with 2 layers" in failed_rows[1]
+    # six trials per task: each trial's own time and memory beside its task's
+    boxes = {t["name"]: t for t in page.figure("resources")["data"] if t["xaxis"] == "x"}
+    each = t.loc[t["state"] != "failed", "seconds"]
+    assert sorted(boxes["trial (each one)"]["y"]) == pytest.approx(sorted(each), abs=1e-4)
 
 
 def test_sweep_learning_curves_mark_pruned_trials(sweep):
@@ -425,6 +429,14 @@ def test_missing_plotly_names_the_extra(nested, monkeypatch):
     monkeypatch.setitem(sys.modules, "plotly", None)
     with pytest.raises(MissingExtraError, match=re.escape("mempamal[report]")):
         render_report(nested[0])
+
+
+def test_a_page_over_the_size_limit_is_said(nested, tmp_path, monkeypatch):
+    import mempamal.report
+
+    monkeypatch.setattr(mempamal.report, "MAX_BYTES", 1000)
+    with pytest.warns(UserWarning, match=r"weighs \d\.\d MB, more than"):
+        write_report(nested[0], tmp_path / "r.html")
 
 
 def test_a_broken_section_does_not_cost_the_others(nested, monkeypatch):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from pathlib import Path
 
 from ..errors import MempamalError, ValidationError
@@ -66,6 +67,12 @@ def write_report(workdir, out=None, template_dir=None) -> Path:
     _check_writable(target)
     _require_plotly()
     html = render_report(workdir, template_dir=template_dir)
+    size = len(html.encode("utf-8"))
+    if size > MAX_BYTES:
+        # the figures are capped so that this does not happen; a user template
+        # or a parameter with very long values might still get there
+        warnings.warn(f"the report of {str(wd.root)!r} weighs {size / 1e6:.1f} MB, more "
+                      f"than the {MAX_BYTES / 1e6:.0f} MB it aims at", stacklevel=2)
     from ..workdir import write_text
 
     try:

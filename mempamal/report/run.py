@@ -212,6 +212,11 @@ def resources_section(run) -> Section:
         d["seconds"].append(float(meta["seconds"]))
         if meta.get("peak_rss_mb") is not None:
             d["mem"].append(float(meta["peak_rss_mb"]))
+    trials = _one_trial(run)
+    if trials is not None:
+        by_kind["trial (each one)"] = trials
+        s.notes.append("A trial task runs several trials one after the other; "
+                       "\"trial (each one)\" is what each trial took on its own.")
     if not by_kind:
         s.notes.append("No task has ended yet.")
         return s
@@ -233,6 +238,19 @@ def resources_section(run) -> Section:
         s.notes.append("Some peak memory values are those of the whole worker process "
                        "(a persistent worker ran several tasks), not of the task alone.")
     return s
+
+
+def _one_trial(run) -> dict | None:
+    """Seconds and own peak memory of each finished trial of a sweep packing trials."""
+    res = run.results
+    if run.recipe != "sweep" or res is None:
+        return None
+    if int(run.workflow.meta.get("trials_per_task") or 1) <= 1:
+        return None  # one trial per task: the task's numbers already are the trial's
+    t = res.trials
+    t = t[t["state"] != "failed"]
+    return {"seconds": [float(v) for v in t["seconds"].dropna()],
+            "mem": [float(v) for v in t["peak_rss_mb"].dropna()]}
 
 
 def _box(go, kind: str, values: list, k: int):
