@@ -71,3 +71,19 @@ def test_chunk_size_fills_the_cores_in_the_last_wave(n_candidates, size, n_split
     n_tasks = n_splits * -(-n_candidates // got)
     waves = -(-n_tasks // workers)
     assert got <= size and (waves * workers / n_tasks - 1 <= 0.05 or n_candidates == 1)
+
+
+def test_a_fast_fit_is_timed_warm_at_compile(tmp_path):
+    """The first fit pays one-time costs: a fast one is timed a second time, warm."""
+    from helpers import CountingClassifier, iris
+
+    from mempamal import Experiment
+
+    X, y = iris()
+    log = tmp_path / "fits.log"
+    exp = Experiment(CountingClassifier(log_file=str(log)), param_grid={"C": [0.1, 1.0]},
+                     cv=2, inner_cv=2)
+    wf = exp.compile(tmp_path / "w", X, y)
+    probes = log.read_text().splitlines()
+    assert len(probes) == 2 and probes[0] == probes[1], probes  # the same fit, twice
+    assert 0 < wf.meta["seconds_per_fit"] < 1.0
