@@ -74,15 +74,17 @@ STOP_TIMEOUT = 10.0
 # Run as `python -c WATCHDOG FD spec ARGS...`: a thread reads the pipe end FD;
 # end-of-file means mempamal closed the cluster or is gone: SIGTERM makes
 # `dask spec` close its servers gracefully, and a stuck close ends anyway.
+# The signal is sent to the main thread itself: it is the one whose event
+# loop must wake up to run dask's handler.
 WATCHDOG = f"""\
 import os, signal, sys, threading, time
 def _watch(fd):
     while os.read(fd, 1):
         pass
-    os.kill(os.getpid(), signal.SIGTERM)
+    signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
     time.sleep({STOP_TIMEOUT})
     os._exit(1)
-pass
+threading.Thread(target=_watch, args=(int(sys.argv[1]),), daemon=True).start()
 from distributed.cli.dask_spec import main
 main(sys.argv[2:], prog_name="dask spec")
 """
@@ -170,7 +172,7 @@ class OwnCluster:
         self.scheduler_file = self.dir / "scheduler.json"
         self.address: str | None = None
         self.procs: dict[str, subprocess.Popen] = {}
-        self._pipe: int | None = None
+        self._pipes: dict[str, int] = {}  # write ends, one per process
 
     # -- start -----------------------------------------------------------------
     def __enter__(self) -> OwnCluster:
@@ -189,12 +191,8 @@ class OwnCluster:
         self.dir.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.scheduler_file.unlink()  # a stale one would send workers astray
-        read_end, self._pipe = os.pipe()
-        try:
-            self.procs["scheduler"] = self._spawn("scheduler", read_end, self._scheduler_spec())
-            self.procs["workers"] = self._spawn("workers", read_end, self._workers_spec())
-        finally:
-            os.close(read_end)
+        self.procs["scheduler"] = self._spawn("scheduler", self._scheduler_spec())
+        self.procs["workers"] = self._spawn("workers", self._workers_spec())
         self.address = self._wait_for_scheduler()
 
     def _scheduler_spec(self) -> dict:
@@ -221,22 +219,25 @@ class OwnCluster:
         return {str(i): {"cls": "distributed.Nanny", "opts": {**opts, "name": i}}
                 for i in range(self.n_workers)}
 
-    def _spawn(self, what: str, read_end: int, spec: dict) -> subprocess.Popen:
+    def _spawn(self, what: str, spec: dict) -> subprocess.Popen:
         import dask.config
 
+        read_end, self._pipes[what] = os.pipe()
         env = dict(os.environ)
         # the caller's dask config (dask.config.set(...) around the run) holds there too
         env["DASK_INTERNAL_INHERIT_CONFIG"] = dask.config.serialize(dask.config.config)
         argv = [sys.executable, "-c", WATCHDOG, str(read_end), "--spec", json.dumps(spec)]
-        with open(self.log(what), "wb") as log:
-            try:
+        try:
+            with open(self.log(what), "wb") as log:
                 # own session: a Ctrl-C reaches mempamal, which stops them in order
                 return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
                                         stderr=subprocess.STDOUT, env=env,
                                         pass_fds=(read_end,), start_new_session=True)
-            except OSError as exc:
-                raise BackendError(f"cannot start the Dask {what} ({sys.executable} -c ...): "
-                                   f"{exc}") from exc
+        except OSError as exc:
+            raise BackendError(f"cannot start the Dask {what} ({sys.executable} -c ...): "
+                               f"{exc}") from exc
+        finally:
+            os.close(read_end)
 
     def log(self, what: str) -> Path:
         """The log file of the ``"scheduler"`` or ``"workers"`` process."""
@@ -299,14 +300,18 @@ class OwnCluster:
 
     # -- stop ------------------------------------------------------------------
     def close(self) -> None:
-        """Stop every process (gracefully, then by force); idempotent."""
-        if self._pipe is not None:
-            os.close(self._pipe)  # end-of-file: the servers shut themselves down
-            self._pipe = None
+        """Stop every process (gracefully, then by force); idempotent.
+
+        Workers first: a worker whose scheduler is already gone does not
+        answer its nanny, which then waits seconds before killing it.
+        """
         deadline = time.monotonic() + STOP_TIMEOUT
-        for proc in self.procs.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        for what in ("workers", "scheduler"):
+            if what in self._pipes:
+                os.close(self._pipes.pop(what))  # end-of-file: it shuts itself down
+            if what in self.procs:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.procs[what].wait(timeout=max(0.1, deadline - time.monotonic()))
         for proc in self.procs.values():
             # a server, or a worker it spawned, that did not stop
             with contextlib.suppress(ProcessLookupError, PermissionError):
