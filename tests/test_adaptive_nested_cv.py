@@ -38,8 +38,9 @@ def _data():
 
 
 def _experiment(**kw):
-    return Experiment(Ridge(), param_distributions=SPACE, search="tpe", n_iter=8,
-                      batch_size=4, random_state=0, cv=OUTER, inner_cv=INNER, **kw)
+    args = {"param_distributions": SPACE, "search": "tpe", "n_iter": 8, "batch_size": 4,
+            "random_state": 0, "cv": OUTER, "inner_cv": INNER, **kw}
+    return Experiment(Ridge(), **args)
 
 
 def oracle(X, y, n_iter=8, batch=4, seed=0):

@@ -119,9 +119,11 @@ def test_nested_cv_with_tpe_on_slurm_equals_local(tmp_path):
     from test_adaptive_nested_cv import _data, _experiment
 
     X, y = _data()
-    local = _experiment().compile(tmp_path / "local", X, y)
+    # small: each dependency level costs SLURM's scheduling latency
+    small = {"cv": 2, "inner_cv": 2, "n_iter": 4, "batch_size": 2}
+    local = _experiment(**small).compile(tmp_path / "local", X, y)
     local.run("local", n_jobs=2, progress=False)
-    wf = _experiment().compile(tmp_path / "slurm", X, y)
+    wf = _experiment(**small).compile(tmp_path / "slurm", X, y)
     wf.run("slurm", poll_interval=0.5, progress=False)
     got, expected = load_results(tmp_path / "slurm"), load_results(tmp_path / "local")
     drop = ["mean_fit_time", "std_fit_time", "mean_score_time", "std_score_time"]
