@@ -368,7 +368,8 @@ def test_packed_run_equals_scikit_learn_in_fewer_jobs_than_tasks(tmp_path, fake_
     assert all(len({metas[t]["pid"] for t in ids}) == 1 for ids in jobs)
 
     # tasks_per_job=1: one soma job (one interpreter) per task, as before
-    one = exp.compile(tmp_path / "one", X, y, chunk_size=1)
+    # (3 candidates per fit task: 7 tasks)
+    one = exp.compile(tmp_path / "one", X, y, chunk_size=3)
     one.meta["seconds_per_fit"] = 2.0
     assert one.run("soma", tasks_per_job=1, **FAST).ok
     [jobs] = _soma_jobs_of_runs(one.workdir.root)
