@@ -439,6 +439,19 @@ def test_a_page_over_the_size_limit_is_said(nested, tmp_path, monkeypatch):
         write_report(nested[0], tmp_path / "r.html")
 
 
+def test_an_experiment_that_does_not_load_here_still_gets_a_report(nested, tmp_path):
+    """On a machine without the experiment's modules, the run itself is still shown."""
+    root = tmp_path / "copy"
+    shutil.copytree(nested[0], root)
+    with open(root / "experiment.pkl", "ab") as fh:
+        fh.write(b"not the compiled experiment")
+    page = Page(write_report(root, tmp_path / "r.html"))
+    assert "cannot be loaded here" in page.section("overview")
+    assert {"timeline-fig0", "resources-fig0"} <= set(page.figures)
+    assert "No outer split is finished yet" not in page.text  # not claimed: unknown
+    assert "The results cannot be read here" in page.section("outer-scores")
+
+
 def test_a_broken_section_does_not_cost_the_others(nested, monkeypatch):
     import mempamal.report.run as run_sections
 

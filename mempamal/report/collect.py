@@ -75,43 +75,50 @@ def collect(workdir) -> RunData:
     from ..status import status_report
 
     wd = check_workdir(workdir)
-    wf = Workflow.load(wd)
+    context, note = _load_context(wd)
+    # the context holds the workflow: loading a 100,000-task one again costs seconds
+    wf = context.workflow if context is not None else Workflow.load(wd)
     now = time.time()
     # "local": the states the files say; never a scheduler query from a report
     status = status_report(wd.root, backend="local")
     states = status["states"]
+    # one directory listing, not one stat per task (100,000 tasks, NFS)
+    present = wd.existing(Workdir.meta_relative(tid) for tid in states)
     metas = {}
-    for tid, state in states.items():
-        if state != "pending" or wd.meta_file(tid).exists():
+    for tid in states:
+        if Workdir.meta_relative(tid) in present:
             meta = read_meta(wd, tid)
             if meta is not None:
                 metas[tid] = meta
-    run = RunData(wf, states, metas, status, now)
-    run.counts = {}
+    run = RunData(wf, states, metas, status, now, results_note=note, context=context,
+                  spec=None if context is None else context.spec)
     for state in states.values():
         run.counts[state] = run.counts.get(state, 0) + 1
-    _load_results(run)
+    if context is not None:
+        _load_results(run)
     return run
 
 
-def _load_results(run: RunData) -> None:
-    """Results and description, or a note saying why they are not there.
+def _load_context(wd: Workdir):
+    """``(context, None)``, or ``(None, why)`` when the experiment cannot be loaded here.
 
-    A report must still show the run (timeline, failures) when the results
-    cannot be read: nothing finished yet, or the experiment unpickles only
-    where its own modules are importable (another machine).
+    A report must still show the run (timeline, failures) then: the
+    experiment may unpickle only where its own modules are importable.
     """
     from ..context import load_context
+
+    try:
+        return load_context(wd.root), None
+    except Exception as exc:  # any unpickling error: reported on the page, not raised
+        return None, (f"the experiment in {str(wd.root)!r} cannot be loaded here "
+                      f"({type(exc).__name__}: {exc})")
+
+
+def _load_results(run: RunData) -> None:
+    """The results so far, or a note saying why there are none (nothing finished yet)."""
     from ..results import load_results
 
     root = run.workflow.workdir.root
-    try:
-        run.context = load_context(root)
-        run.spec = run.context.spec
-    except Exception as exc:  # any unpickling error: reported on the page, not raised
-        run.results_note = (f"the experiment in {str(root)!r} cannot be loaded here "
-                            f"({type(exc).__name__}: {exc})")
-        return
     try:
         run.results = load_results(root, partial=True)
     except WorkdirError as exc:

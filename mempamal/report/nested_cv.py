@@ -28,7 +28,8 @@ def sections(run) -> list[Section]:
     if res is None:
         s = Section("outer-scores", "Outer scores")
         s.notes.append("No outer split is finished yet: scores appear when the first "
-                       "select task is done.")
+                       "select task is done." if run.context is not None else
+                       f"The results cannot be read here: {run.results_note}.")
         return [s]
     out = [outer_scores_section(res, run), best_params_section(res, run)]
     if not res.cv_results.empty:

@@ -34,7 +34,8 @@ def sections(run) -> list[Section]:
     res = run.results
     if res is None:
         s = Section("trials", "Trials")
-        s.notes.append("No trial is finished yet.")
+        s.notes.append("No trial is finished yet." if run.context is not None else
+                       f"The trials cannot be read here: {run.results_note}.")
         return [s]
     t = res.trials
     names = [c[len("param_"):] for c in t.columns if c.startswith("param_")]
