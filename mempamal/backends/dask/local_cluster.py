@@ -12,32 +12,34 @@ main module to re-import either.
 
 Processes: one scheduler, one process holding the ``n_workers`` nannies,
 and one process per worker (single-threaded; its nanny restarts it if it
-dies). Both server processes read the inherited end of a pipe that only
-mempamal holds open: when mempamal closes the cluster, or dies however it
-dies, they see end-of-file and shut down, so no scheduler is left behind.
-They are started together; the nannies wait for the scheduler's file.
+dies). Each server process reads the inherited end of a pipe of its own
+whose other end only mempamal holds: when mempamal closes the cluster
+(workers first, then the scheduler), or dies however it dies, they see
+end-of-file and shut down, so no scheduler is left behind. They are started
+together; the nannies wait for the scheduler's file.
 Their logs go to ``WORKDIR/dask/scheduler.log`` and ``workers.log``.
 
-Start-up cost, measured (2 shared cores, ``n_workers=2``, single-threaded
-workers, time until every worker is connected; median of 5 fresh
-interpreters on a quiet machine, then on one loaded by other jobs):
+Start-up cost, measured (2 cores, ``n_workers=2`` single-threaded workers,
+time until both workers are connected, then time to close; each a fresh
+interpreter, the variants interleaved, median of 5). "Quiet": load average
+below 1.5; "loaded": 4 other sessions running tests (load average 9-12)::
 
-=======================================  ==========  ===========
-cluster                                  quiet       loaded
-=======================================  ==========  ===========
-``LocalCluster`` (before; breaks plain   0.40 s      2.3 s
-scripts)
-``distributed.SubprocessCluster``        1.3-2.0 s   --
-scheduler, then the nannies' process     1.0 s       3.6 s
-both at once (this module)               0.9 s       3.2 s
-=======================================  ==========  ===========
+    cluster                               quiet start   loaded start   loaded close
+    LocalCluster (before; breaks plain       0.40 s        2.1 s          0.5 s
+      scripts)
+    distributed.SubprocessCluster            1.5 s         5.1 s          0.05 s
+    this module                          1.0 s (a)         3.1 s          1.1 s
 
-About 0.5 s more than ``LocalCluster`` (one more interpreter importing
-``distributed``, and a scheduler that is not in this process), paid once
-per run. ``SubprocessCluster`` (experimental) was not chosen: it starts one
-nanny process per worker (2n+1 interpreters instead of n+2), reads the
-scheduler's standard error into a pipe nobody drains, leaves its scheduler
-file in /tmp, and outlives a killed parent.
+(a) the first version, which started the nannies once the scheduler was
+up; they now start together (loaded: 3.6 s before, 3.2 s after).
+
+About 0.6 s (1 s loaded) more than ``LocalCluster``, once per run: one more
+interpreter importing ``distributed`` and a scheduler outside this process.
+``SubprocessCluster`` (experimental) was slower and not chosen: one nanny
+process per worker (2n+1 interpreters instead of n+2), its scheduler's
+standard error piped where nobody reads it, its scheduler file left in /tmp,
+and its scheduler and nannies still running 20 s after its parent was
+killed (checked: SIGKILL), where these stop by themselves.
 
 Network: everything listens on ``host`` (127.0.0.1 unless told otherwise):
 the scheduler on a free port, the nannies and workers on free ports, the
