@@ -523,7 +523,24 @@ def _chromium(*args, timeout=120):
 
 #: chromium's own notices about software WebGL (parallel coordinates draw with
 #: WebGL), logged as console lines though no script of the page wrote them
-_GPU_NOTICE = re.compile(r"WebGL|GL Driver Message|GPU stall|swiftshader", re.I)
+_GPU_NOTICE = re.compile(r'"\[\.WebGL-0x[0-9a-f]+\]GL Driver Message \(OpenGL, Performance'
+                         r"|Automatic fallback to software WebGL has been deprecated")
+
+
+def _console_messages(stderr: str) -> list[str]:
+    """The page's console lines in chromium's log, but for its own GPU notices."""
+    return [ln for ln in stderr.splitlines() if ":CONSOLE" in ln and not _GPU_NOTICE.search(ln)]
+
+
+def test_console_filter_keeps_errors_and_drops_gpu_notices():
+    log = "\n".join([
+        '[1:1:1130/071736.821:INFO:CONSOLE:0] "[.WebGL-0x2044]GL Driver Message (OpenGL, '
+        'Performance, GL_CLOSE_PATH_NV, High): GPU stall due to ReadPixels", source: f.html',
+        '[1:1:1130/071736.822:INFO:CONSOLE:7] "Uncaught TypeError: x is undefined", source: f',
+        '[1:1:1130/071736.823:INFO:CONSOLE:9] "WebGL: CONTEXT_LOST_WEBGL", source: f.html (9)',
+        "[1:1:1130/071736.824:ERROR:dbus/bus.cc:405] Failed to connect to the bus"])
+    kept = _console_messages(log)
+    assert len(kept) == 2 and "Uncaught TypeError" in kept[0] and "CONTEXT_LOST" in kept[1]
 
 
 @pytest.mark.slow
@@ -534,8 +551,7 @@ def test_chromium_draws_the_report_without_errors(which, request, tmp_path):
     root, page = request.getfixturevalue(which)[:2]
     url = page.path.as_uri()
     proc = _chromium("--enable-logging=stderr", "--v=0", "--dump-dom", url)
-    console = [ln for ln in proc.stderr.splitlines() if ":CONSOLE" in ln
-               and not _GPU_NOTICE.search(ln)]
+    console = _console_messages(proc.stderr)
     assert not console, "JavaScript console messages:\n" + "\n".join(console)
     dom = proc.stdout
     assert f'data-figures-drawn="{len(page.figures)}"' in dom, "not every figure was drawn"
@@ -545,6 +561,23 @@ def test_chromium_draws_the_report_without_errors(which, request, tmp_path):
         shot = tmp_path / "report.png"
         _chromium(f"--screenshot={shot}", "--window-size=1280,2400", url)
         _check_not_blank(shot)
+
+
+@pytest.mark.slow
+@requires_or_fail(CHROMIUM is not None, "chromium is not installed "
+                                        "(bash .ci/install-chromium.sh)")
+def test_chromium_check_catches_a_broken_page(nested, tmp_path):
+    """The browser test can fail: a figure whose data does not parse is seen."""
+    page = nested[1]
+    broken = tmp_path / "broken.html"
+    target = 'data-target="times-fig0">{'
+    assert target in page.text
+    broken.write_text(page.text.replace(target, target + ","), encoding="utf-8")
+    proc = _chromium("--enable-logging=stderr", "--v=0", "--dump-dom", broken.as_uri())
+    assert any("Uncaught" in ln for ln in _console_messages(proc.stderr))
+    assert 'id="report-error" hidden' not in proc.stdout
+    assert "The figures could not be drawn" in proc.stdout
+    assert f'data-figures-drawn="{len(page.figures)}"' not in proc.stdout
 
 
 def _pil_image():
