@@ -25,7 +25,7 @@ MAX_BYTES = 5 * 1000 * 1000
 #: the file name when ``out`` is not given, inside the workdir
 DEFAULT_NAME = "report.html"
 
-__all__ = ["MAX_BYTES", "MissingExtraError", "build_sections", "write_report"]
+__all__ = ["MAX_BYTES", "MissingExtraError", "build_sections", "render_report", "write_report"]
 
 
 class MissingExtraError(MempamalError, ImportError):
@@ -60,6 +60,7 @@ def write_report(workdir, out=None, template_dir=None) -> Path:
     MissingExtraError
         If plotly is not installed (``pip install 'mempamal[report]'``).
     """
+    from ..workdir import write_text
     from .collect import check_workdir
 
     wd = check_workdir(workdir)
@@ -73,8 +74,6 @@ def write_report(workdir, out=None, template_dir=None) -> Path:
         # or a parameter with very long values might still get there
         warnings.warn(f"the report of {str(wd.root)!r} weighs {size / 1e6:.1f} MB, more "
                       f"than the {MAX_BYTES / 1e6:.0f} MB it aims at", stacklevel=2)
-    from ..workdir import write_text
-
     try:
         write_text(target, html)
     except OSError as exc:
@@ -85,13 +84,13 @@ def write_report(workdir, out=None, template_dir=None) -> Path:
 
 def render_report(workdir, template_dir=None) -> str:
     """The report of ``workdir`` as one HTML string (see :func:`write_report`)."""
+    from .._version import __version__
     from .collect import collect
     from .page import render_page
 
     _require_plotly()
     run = collect(workdir)
     wf = run.workflow
-    from .._version import __version__
 
     banner = None if run.finished else _partial_text(run)
     what = "sweep" if run.recipe == "sweep" else "nested cross-validation"
