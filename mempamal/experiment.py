@@ -124,9 +124,6 @@ class Experiment:
             if self.inner_cv is None:
                 raise ValidationError(f"search={search!r} chooses candidates on an inner "
                                       "cross-validation, but inner_cv=None")
-            if self.final_model:
-                raise ValidationError(f"final_model=True is not available with "
-                                      f"search={search!r} yet; use a grid or random search")
         self._validate()
 
     def __repr__(self) -> str:

@@ -49,7 +49,8 @@ def oracle(X, y, n_iter=8, batch=4, seed=0):
     space = {"alpha": optuna.distributions.FloatDistribution(1e-4, 1e3, log=True),
              "fit_intercept": optuna.distributions.CategoricalDistribution([True, False])}
     out = []
-    for train, test in OUTER.split(X, y):
+    everything = (np.arange(len(y)), None)  # the final model's search: all the data
+    for train, test in [*OUTER.split(X, y), everything]:
         study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(
             seed=seed, constant_liar=True))
         asked = []
@@ -64,15 +65,19 @@ def oracle(X, y, n_iter=8, batch=4, seed=0):
         gs = GridSearchCV(Ridge(), [{k: [v] for k, v in c.items()} for c in asked],
                           cv=INNER).fit(X[train], y[train])
         out.append({"candidates": asked, "means": gs.cv_results_["mean_test_score"],
-                    "best": gs.best_params_, "outer": gs.score(X[test], y[test])})
+                    "best": gs.best_params_, "estimator": gs.best_estimator_,
+                    "outer": None if test is None else gs.score(X[test], y[test])})
     return out
 
 
 def test_each_outer_split_searches_on_its_inner_cv_as_optuna_and_gridsearchcv_do(tmp_path):
     X, y = _data()
-    wf = _experiment().compile(tmp_path / "w", X, y)
+    wf = _experiment(final_model=True).compile(tmp_path / "w", X, y)
     kinds = [t.kind for t in wf.tasks.values()]
-    assert kinds.count("suggest") == 3 * 2 and kinds.count("select") == 3
+    # 3 outer splits and the final model's search, 2 rounds each
+    assert kinds.count("suggest") == 4 * 2 and kinds.count("select") == 4
+    assert wf.tasks["suggest-final-r1"].deps == [f"fit-final-i{i}-c0" for i in range(3)] + [
+        "suggest-final-r0"]
     # no barrier between outer splits: a select waits for its own split only
     assert all(d.startswith("fit-o1-") for d in wf.tasks["select-o1"].deps)
     assert wf.tasks["suggest-o2-r1"].deps == [f"fit-o2-i{i}-c0" for i in range(3)] + [
@@ -81,6 +86,12 @@ def test_each_outer_split_searches_on_its_inner_cv_as_optuna_and_gridsearchcv_do
     res = load_results(tmp_path / "w")
     expected = oracle(X, y)
     cv = res.cv_results
+    final = expected.pop()
+    assert list(res.final_cv_results["params"]) == final["candidates"]
+    np.testing.assert_allclose(res.final_cv_results["mean_test_score"], final["means"],
+                               rtol=1e-12)
+    assert res.final_params == final["best"]
+    np.testing.assert_allclose(res.final_estimator.coef_, final["estimator"].coef_, rtol=1e-12)
     for o, exp in enumerate(expected):
         mine = cv[cv["outer_split"] == o]
         assert list(mine["params"]) == exp["candidates"]
@@ -92,8 +103,6 @@ def test_each_outer_split_searches_on_its_inner_cv_as_optuna_and_gridsearchcv_do
 def test_bad_input_is_refused():
     with pytest.raises(ValidationError, match="inner_cv=None"):
         Experiment(Ridge(), param_distributions=SPACE, search="tpe", n_iter=8, inner_cv=None)
-    with pytest.raises(ValidationError, match="final_model=True"):
-        _experiment(final_model=True)
     with pytest.raises(ValidationError, match="batch_size=9"):
         Experiment(Ridge(), param_distributions=SPACE, search="tpe", n_iter=8, batch_size=9)
     with pytest.raises(ValidationError, match="not param_grid"):

@@ -73,10 +73,12 @@ def compile_experiment(exp, workdir, X, y=None, groups=None, *, params=None,
             chunk_size = adaptive["batch_size"]
         with gc_paused():
             tasks = build_adaptive_tasks(n_inner, exp.n_candidates, adaptive["batch_size"],
-                                         chunk_size, python, resources)
+                                         chunk_size, python, resources,
+                                         final_inner=len(splits.final))
         return _save(wd, tasks, {
             "fingerprint": fp, "recipe": "nested_cv",
-            "n_outer": splits.n_outer, "n_inner": n_inner, "n_inner_final": 0,
+            "n_outer": splits.n_outer, "n_inner": n_inner,
+            "n_inner_final": len(splits.final),
             "n_candidates": exp.n_candidates, "chunk_size": chunk_size,
             "search": adaptive["search"], "batch_size": adaptive["batch_size"],
             "seconds_per_fit": None, "fit_peak_mb": None,

@@ -17,13 +17,17 @@ def chunks(n_candidates: int, chunk_size: int) -> list[list[int]]:
 
 
 def suggest_output(o: int, round_index: int) -> str:
-    """``out/suggest/oO-rR.json``: candidates asked for round ``R`` of outer split ``O``."""
-    return f"out/suggest/o{o}-r{round_index}.json"
+    """``out/suggest/oO-rR.json``: candidates asked for round ``R`` of outer split ``O``.
+
+    ``out/suggest/final-rR.json`` for the final model's search.
+    """
+    name = "final" if o == "final" else f"o{o}"
+    return f"out/suggest/{name}-r{round_index}.json"
 
 
 def build_adaptive_tasks(n_inner: list[int], n_candidates: int, batch_size: int,
                          chunk_size: int, python: str | None = None,
-                         resources: dict | None = None) -> list[Task]:
+                         resources: dict | None = None, final_inner: int = 0) -> list[Task]:
     """Tasks of a nested CV whose outer splits each run a model-based search.
 
     For outer split ``o``, round ``r``::
@@ -35,7 +39,10 @@ def build_adaptive_tasks(n_inner: list[int], n_candidates: int, batch_size: int,
         suggest-o{o}-r{r+1} ... -> select-o{o} -> aggregate
 
     Chunks are numbered across rounds (``c`` is unique within a split) and
-    never cross a round. There is no barrier between outer splits.
+    never cross a round. There is no barrier between outer splits. With
+    ``final_inner`` inner splits, the final model's search on all the data
+    runs the same way (``suggest-final-r{r}``, ``fit-final-i{i}-c{c}``,
+    ``select-final``).
     """
     res = dict(resources or {})
     res.setdefault("cpus", 1)
@@ -45,27 +52,29 @@ def build_adaptive_tasks(n_inner: list[int], n_candidates: int, batch_size: int,
     selects = []
     rounds = [list(range(s, min(s + batch_size, n_candidates)))
               for s in range(0, n_candidates, batch_size)]
-    for o, n_i in enumerate(n_inner):
+    splits = [*enumerate(n_inner)] + ([("final", final_inner)] if final_inner else [])
+    for o, n_i in splits:
+        name = "final" if o == "final" else f"o{o}"
         fits: list[str] = []
         previous: list[str] = []
         c = 0
         for r, cands in enumerate(rounds):
-            suggest = f"suggest-o{o}-r{r}"
-            deps = previous + ([f"suggest-o{o}-r{r - 1}"] if r else [])
+            suggest = f"suggest-{name}-r{r}"
+            deps = previous + ([f"suggest-{name}-r{r - 1}"] if r else [])
             tasks.append(Task(suggest, "suggest", [suggest_output(o, r)], deps, suggest_res,
                               {"o": o, "round": r}, prefix))
             chunked = [cands[k:k + chunk_size] for k in range(0, len(cands), chunk_size)]
             previous = []
             for i in range(n_i):
                 for k, chunk in enumerate(chunked):
-                    tid = f"fit-o{o}-i{i}-c{c + k}"
+                    tid = f"fit-{name}-i{i}-c{c + k}"
                     tasks.append(Task(tid, "fit", [Workdir.fit_output(o, i, c + k)], [suggest],
                                       res, {"o": o, "i": i, "candidates": chunk, "round": r},
                                       prefix))
                     previous.append(tid)
             c += len(chunked)
             fits += previous
-        tid = f"select-o{o}"
+        tid = f"select-{name}"
         tasks.append(Task(tid, "select", [Workdir.select_output(o)], fits, res, {"o": o},
                           prefix))
         selects.append(tid)

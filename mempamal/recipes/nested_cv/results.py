@@ -127,12 +127,13 @@ class Results:
     @property
     def final_params(self) -> dict:
         """Best candidate of the search on all the data (``GridSearchCV.best_params_``)."""
-        return dict(self._ctx.spec["candidates"][self._final_doc["best_index"]])
+        cands = self._final_doc.get("candidates") or self._ctx.spec["candidates"]
+        return dict(cands[self._final_doc["best_index"]])
 
     @property
     def final_cv_results(self) -> pd.DataFrame:
         """``cv_results_`` of the search on all the data."""
-        cands = self._ctx.spec["candidates"]
+        cands = self._final_doc.get("candidates") or self._ctx.spec["candidates"]
         params = pd.DataFrame({f"param_{k}": [c.get(k) for c in cands]
                                for k in sorted({k for c in cands for k in c})})
         return _with_params(self._final_doc["inner"], params, cands)

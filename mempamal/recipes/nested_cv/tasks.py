@@ -187,7 +187,7 @@ def run_select(ctx: TaskContext, task) -> None:
     candidates = ctx.candidates_of(o)
     best = best_index(ctx.spec, results, candidates)
     if o == "final":
-        _refit_final(ctx, task, best, results)
+        _refit_final(ctx, task, best, results, candidates)
         return
     train, test = ctx.splits.outer[o]
     keep = ctx.spec["return_estimator"]
@@ -204,7 +204,8 @@ def run_select(ctx: TaskContext, task) -> None:
     write_json(ctx.workdir.path(task.outputs[0]), doc)
 
 
-def _refit_final(ctx: TaskContext, task, best: int, results: dict) -> None:
+def _refit_final(ctx: TaskContext, task, best: int, results: dict,
+                 candidates: list[dict]) -> None:
     """What ``GridSearchCV.fit(X, y)`` does last: refit the best candidate on all data."""
     import platform
     import time
@@ -213,7 +214,7 @@ def _refit_final(ctx: TaskContext, task, best: int, results: dict) -> None:
 
     from ...sklearn_compat import refit_on_all
 
-    params = ctx.spec["candidates"][best]
+    params = candidates[best]
     start = time.perf_counter()
     estimator = refit_on_all(clone(ctx.spec["estimator"]), params, ctx.X, ctx.y,
                              ctx.fit_params("outer_fit"))
@@ -222,6 +223,8 @@ def _refit_final(ctx: TaskContext, task, best: int, results: dict) -> None:
            # what it was fitted with: load it with the same releases
            "versions": {"scikit-learn": sklearn.__version__, "numpy": np.__version__,
                         "python": platform.python_version()}}
+    if ctx.spec.get("adaptive"):  # the final search's own candidates
+        doc["candidates"] = candidates
     doc["estimator_sha256"] = dump_pickle(ctx.workdir.path(Workdir.estimator_output("final")),
                                           estimator)
     write_json(ctx.workdir.path(task.outputs[0]), doc)
