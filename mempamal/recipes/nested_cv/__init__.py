@@ -10,6 +10,11 @@ For outer split o, inner split i and candidate chunk c::
 
 Without inner cross-validation: ``fit-o{o}`` -> ``aggregate``. The result
 equals ``cross_validate(GridSearchCV(...))`` on the same splits.
+
+With a model-based search (``Experiment(..., search="tpe")``), each outer
+split asks its candidates in rounds: ``suggest-o{o}-r{r}`` -> the round's
+``fit-o{o}-i{i}-c{c}`` -> ``suggest-o{o}-r{r+1}`` ... -> ``select-o{o}``
+(see :func:`~mempamal.recipes.nested_cv.dag.build_adaptive_tasks`).
 """
 
 from __future__ import annotations
