@@ -388,6 +388,25 @@ def test_running_sweep_is_reported_as_partial(running):
     assert _trace(page.figure("trials"), "done trial")["y"] == [0.5]
 
 
+def test_nested_cv_half_done_shows_the_finished_outer_split(nested, tmp_path):
+    from mempamal.workflow import Workflow
+
+    root = tmp_path / "copy"
+    shutil.copytree(nested[0], root)
+    wf = Workflow.load(root)
+    for tid in ("select-o1", "aggregate"):  # as if they had not run yet
+        for out in wf.tasks[tid].outputs:
+            wf.workdir.path(out).unlink()
+        wf.workdir.meta_file(tid).unlink()
+    page = Page(write_report(root, tmp_path / "r.html"))
+    assert "2 pending of" in page.text and "Partial report" in page.text
+    assert "1 of 2 outer splits finished" in page.section("outer-scores")
+    res = load_results(root, partial=True)
+    scores = _trace(page.figure("outer-scores"), "test_score")
+    assert scores["customdata"] == [0]
+    np.testing.assert_allclose(scores["y"], res.outer_scores["test_score"])
+
+
 # -- bad input --------------------------------------------------------------------------
 def test_not_a_workdir_is_a_clear_error(tmp_path):
     with pytest.raises(WorkdirError, match=re.escape(repr(str(tmp_path)))):
