@@ -158,6 +158,7 @@ def test_cli_dashboard_option_reaches_the_backend(pair, expected):
     ({"dashboard": [8787]}, "dashboard must be an address"),
     ({"dashboard": False, "address": "tcp://h:1"}, "keeps its own dashboard"),
     ({"dashboard": ":0", "cluster_options": {"dashboard_address": ":1"}}, "say the same"),
+    ({"cluster_options": {"dashboard_address": "nowhere"}}, "dashboard must be an address"),
     ({"cluster_options": {"processes": True}}, r"\['processes'\] are not options"),
 ])
 def test_bad_dashboard_and_cluster_options_are_refused(options, match):

@@ -37,9 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import warnings
-from pathlib import Path
 
 import distributed
 from distributed.deploy import Cluster
@@ -170,6 +168,8 @@ class DaskBackend(Backend):
         local = (o["cluster"] or "local") == "local"
         given = copts.get("dashboard_address") if local else (
             copts.get("scheduler_options") or {}).get("dashboard_address")
+        if local and given is not None:
+            dashboard_address(given)  # raises on a bad value
         if o["dashboard"] is None:
             return
         if not self._starts_cluster:
@@ -243,7 +243,7 @@ class DaskBackend(Backend):
         return resume_in_background(workflow, self.name, {k: o[k] for k in keys})
 
     @contextlib.contextmanager
-    def _client(self, workdir=None):
+    def _client(self, workdir):
         """A connected client, and the :class:`OwnCluster` behind it if mempamal started one.
 
         What mempamal started is closed on the way out.
@@ -287,10 +287,8 @@ class DaskBackend(Backend):
         dash = copts.pop("dashboard_address", o["dashboard"])
         n = o["n_jobs"] or copts.pop("n_workers", None) or os.cpu_count() or 1
         copts.pop("n_workers", None)
-        directory = (workdir.backend_dir(self.name) if workdir is not None
-                     else Path(tempfile.mkdtemp(prefix="mempamal-dask-")))
-        return OwnCluster(directory, n, host=host, dashboard=dashboard_address(dash, host),
-                          **copts)
+        return OwnCluster(workdir.backend_dir(self.name), n, host=host,
+                          dashboard=dashboard_address(dash, host), **copts)
 
     def _jobqueue_cluster(self):
         o = self.opts
@@ -343,7 +341,7 @@ class DaskBackend(Backend):
                     f"task {tid} needs the Dask worker resources {need}, but no connected "
                     f"worker has them (workers advertise {advertised}); start workers with "
                     "them (`dask worker --resources \"CPU=1\"`, cluster_options="
-                    "{'resources': {...}} for a LocalCluster) or leave the resources "
+                    "{'resources': {...}} for the local cluster) or leave the resources "
                     "option unset")
 
 
