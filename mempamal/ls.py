@@ -30,7 +30,8 @@ _TASKS_LINE = '\n "tasks": [\n'
 def find_workdirs(root, max_depth: int = MAX_DEPTH) -> list[Path]:
     """Directories under ``root`` (``root`` itself included) holding a ``workflow.json``.
 
-    A workdir's own sub-folders are not searched, nor hidden folders.
+    A workdir's own sub-folders are not searched, nor hidden folders, nor
+    symbolic links to folders (which could loop).
     """
     root = Path(root)
     if not root.is_dir():
