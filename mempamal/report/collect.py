@@ -121,7 +121,9 @@ def _load_results(run: RunData) -> None:
     root = run.workflow.workdir.root
     try:
         run.results = load_results(root, partial=True)
-    except WorkdirError as exc:
-        run.results_note = str(exc)
+    except WorkdirError:
+        # with partial=True: nothing is finished yet, which the sections say
+        # in their own words ("No outer split is finished yet")
+        run.results = None
     except Exception as exc:  # a damaged output: the rest of the page still shows
         run.results_note = f"results cannot be read: {type(exc).__name__}: {exc}"

@@ -146,8 +146,9 @@ def timeline_section(run) -> Section:
         s.notes.append("No task has started yet.")
         return s
     t0 = rows[0][3]
-    s.notes.append(f"Seconds since the first task started ({_when(t0)}). "
-                   + ("" if run.finished else "Bars of running tasks end now. "))
+    running = any(r[5] == "running" for r in rows)
+    s.notes.append(f"Seconds since the first task started ({_when(t0)})."
+                   + (" Bars of running tasks end now." if running else ""))
     fig = go.Figure()
     if len(rows) <= MAX_TIMELINE_BARS:
         lanes = assign_lanes(rows)
