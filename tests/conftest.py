@@ -32,6 +32,23 @@ def requires_or_fail(available: bool, reason: str):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "missing_component(reason): fails the test in CI")
+    # pytest-xdist registers it too; here for runs without xdist (--strict-markers)
+    config.addinivalue_line("markers", "xdist_group(name): run on the same xdist worker")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests sharing one real component run one after another on one xdist worker.
+
+    ``tests/run.sh`` runs the suite on two pytest-xdist workers with
+    ``--dist loadgroup``: the SLURM tests share the session's one-node
+    cluster (one of them downs its node on purpose, which would kill the jobs
+    of another test), and the Dask tests start clusters on the usual ports.
+    """
+    for item in items:
+        if item.get_closest_marker("slurm") is not None:
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+        elif item.get_closest_marker("dask") is not None:
+            item.add_marker(pytest.mark.xdist_group("dask"))
 
 
 def pytest_runtest_setup(item):
