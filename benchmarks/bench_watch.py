@@ -1,16 +1,19 @@
-"""How long one ``mempamal watch`` refresh takes on a 100,000-task workdir (target: 1 s).
+"""How long one ``mempamal watch`` refresh takes on a 100,000-task workdir (target: 1 s),
+and ``mempamal ls`` on hundreds of finished workdirs.
 
 Run from the repository root::
 
-    python benchmarks/bench_watch.py [--tasks 100000] [--reps 5] [--out FILE]
+    python benchmarks/bench_watch.py [--tasks 100000] [--reps 5] [--workdirs 300] [--out FILE]
 
 A synthetic nested-CV workdir (10 outer x 10 inner x 1000 candidates, one
 candidate per fit task; no data, nothing is fitted) is laid out as a run
 half-way through: 60 % of the fits done (output, log and meta record each),
 100 failed, 8 running on another host, the rest never started. Timed: the
 first snapshot (loads workflow.json), the next ones (what a refresh costs),
-their rendering, and ``status`` for comparison. Nothing here is a test: no
-assertion; the figures are printed as JSON.
+their rendering, and ``status`` for comparison. Then ``--workdirs`` copies
+of a small finished workdir (1,000 tasks each, with their run records) are
+listed by ``ls``. Nothing here is a test: no assertion; the figures are
+printed as JSON.
 """
 
 from __future__ import annotations
@@ -59,6 +62,24 @@ def make_workdir(root: Path, n_candidates: int) -> int:
     return len(wf)
 
 
+def make_finished_workdirs(root: Path, n: int) -> None:
+    """``n`` finished workdirs of 1,000 fit tasks each (outputs, records, summary)."""
+    from mempamal.recipes.nested_cv import build_tasks
+    from mempamal.runinfo import write_run_record
+    from mempamal.workdir import Workdir, write_json
+    from mempamal.workflow import Workflow
+
+    for k in range(n):
+        wf = Workflow(root / f"exp-{k:03d}", build_tasks([10] * 10, 10, 1, python="python3"),
+                      {"fingerprint": f"{k:016d}"})
+        wf.workdir.create()
+        wf.save()
+        write_json(wf.workdir.path(Workdir.FINAL_SUMMARY),
+                   {"n_outer_splits": 10, "scores": {"test_score": {"mean": 0.9, "std": 0.01}}})
+        now = time.time()
+        write_run_record(wf.workdir, "local", now - 60, now, {"done": len(wf)}, "done")
+
+
 def timed(fn):
     t0 = time.perf_counter()
     out = fn()
@@ -69,10 +90,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=100_000, help="about this many fits")
     parser.add_argument("--reps", type=int, default=5, help="refreshes timed")
+    parser.add_argument("--workdirs", type=int, default=300, help="finished workdirs ls lists")
     parser.add_argument("--out", default=None, help="also write the figures here (JSON)")
     args = parser.parse_args()
     from rich.console import Console
 
+    from mempamal.ls import list_workdirs
     from mempamal.status import status_report
     from mempamal.watch import Watcher, render
 
@@ -90,6 +113,9 @@ def main() -> None:
             console.print(render(snap))
             renders.append(time.perf_counter() - t0)
         status_s, _ = timed(lambda: status_report(root))
+    with tempfile.TemporaryDirectory(prefix="bench-ls-") as tmp:
+        make_finished_workdirs(Path(tmp), args.workdirs)
+        ls_s, rows = timed(lambda: list_workdirs(tmp))
     figures = {
         "tasks": n_tasks, "build_s": round(build_s, 2),
         "watch_load_s": round(first_s, 3), "first_snapshot_s": round(snap_first, 3),
@@ -97,6 +123,7 @@ def main() -> None:
         "refresh_s_max": round(max(refreshes), 3),
         "render_s_median": round(statistics.median(renders), 4),
         "status_report_s": round(status_s, 3), "target_refresh_s": 1.0,
+        "ls_workdirs": len(rows), "ls_s": round(ls_s, 3),
         "cpus": os.cpu_count(), "python": platform.python_version(),
         "load_avg": os.getloadavg()[0],
     }
