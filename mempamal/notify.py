@@ -244,6 +244,8 @@ class RunNotifier:
         """The failure listener: the first call sends a message, later ones nothing."""
         if self._sent_failure:
             return
+        if str(reason or "").startswith("CorruptOutputError"):
+            return  # a damaged input: the backend recomputes it and retries, not a failure
         self._sent_failure = True
         try:
             title, body = failure_message(self.workflow.workdir,
