@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+from pathlib import Path
 
-from .errors import WorkdirError
-from .workdir import Workdir, save_npy
+from .errors import ValidationError, WorkdirError
+from .workdir import Workdir, read_json, save_npy
 from .workflow import Workflow
 
 #: entries a workdir may hold before workflow.json exists (an interrupted compile)
@@ -113,3 +114,32 @@ def nbytes(a) -> int:
     if hasattr(a, "memory_usage"):  # DataFrame
         return int(a.memory_usage(deep=True).sum())
     return 0
+
+
+def reuse_workdirs(reuse, recipe: str, what: str) -> list[Workdir]:
+    """``reuse=`` as a list of workdirs, each checked to hold a ``recipe`` workflow.
+
+    Parameters
+    ----------
+    reuse : str, path-like, Workdir, list of them or None
+        What the user gave.
+    recipe : str
+        The recipe the workdirs must hold (``"nested_cv"``, ``"sweep"``).
+    what : str
+        How the message names that recipe ("a nested cross-validation").
+    """
+    if reuse is None:
+        return []
+    items = [reuse] if isinstance(reuse, (str, Path, Workdir)) else list(reuse)
+    out = []
+    for item in items:
+        wd = item if isinstance(item, Workdir) else Workdir(item)
+        if not wd.workflow_file.is_file():
+            raise ValidationError(f"reuse={str(wd.root)!r} is not a mempamal workdir (no "
+                                  "workflow.json); expected a workdir compiled before")
+        found = read_json(wd.workflow_file).get("recipe", "nested_cv")
+        if found != recipe:
+            raise ValidationError(f"reuse={str(wd.root)!r} holds a {found!r} workflow; "
+                                  f"only {what} can be reused here")
+        out.append(wd)
+    return out

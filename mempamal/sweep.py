@@ -200,7 +200,8 @@ class Sweep:
             "early_stopping": self.early_stopping,
         }
 
-    def compile(self, workdir, resources=None, trials_per_task=None, python=None):
+    def compile(self, workdir, resources=None, trials_per_task=None, python=None,
+                reuse=None):
         """Write the working directory and return its workflow.
 
         Runs nothing. If ``workdir`` already holds this same sweep (same
@@ -222,6 +223,13 @@ class Sweep:
             :func:`mempamal.recipes.sweep.dag.default_trials_per_task`).
         python : str, optional
             Interpreter written in the task commands (default: this one).
+        reuse : str, path-like or list of them, optional
+            Earlier sweep workdirs of the same function (same code, or the
+            same file content): every done trial of theirs with the same
+            parameters and seed as one of this sweep is copied (result,
+            reported metrics, ``trial.dir``), not run again -- more
+            candidates, more ``n_iter`` or more ``repeats`` cost only the new
+            trials. Not for model-based searches.
 
         Returns
         -------
@@ -230,7 +238,7 @@ class Sweep:
         from .recipes.sweep.compile import compile_sweep
 
         return compile_sweep(self, workdir, resources=resources,
-                             trials_per_task=trials_per_task, python=python)
+                             trials_per_task=trials_per_task, python=python, reuse=reuse)
 
 
 # -- the search space ------------------------------------------------------------

@@ -11,8 +11,7 @@ new candidates are fitted. Selects and the aggregate run again.
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from ...compiler import reuse_workdirs
 from ...errors import ValidationError
 from ...pickling import fingerprint
 from ...workdir import Workdir, read_json, write_json
@@ -31,21 +30,7 @@ def base_parts(spec: dict, X, y, per_sample: dict) -> dict:
 
 def as_workdirs(reuse) -> list[Workdir]:
     """``reuse=`` as a list of workdirs, each checked to be a nested-CV workdir."""
-    if reuse is None:
-        return []
-    items = [reuse] if isinstance(reuse, (str, Path, Workdir)) else list(reuse)
-    out = []
-    for item in items:
-        wd = item if isinstance(item, Workdir) else Workdir(item)
-        if not wd.workflow_file.is_file():
-            raise ValidationError(f"reuse={str(wd.root)!r} is not a mempamal workdir (no "
-                                  "workflow.json); expected a workdir compiled before")
-        recipe = read_json(wd.workflow_file).get("recipe", "nested_cv")
-        if recipe != "nested_cv":
-            raise ValidationError(f"reuse={str(wd.root)!r} holds a {recipe!r} workflow; "
-                                  "only a nested cross-validation can be reused here")
-        out.append(wd)
-    return out
+    return reuse_workdirs(reuse, "nested_cv", "a nested cross-validation")
 
 
 def _split_keys(splits) -> dict:

@@ -11,13 +11,14 @@ from ...validation import check_resources
 from ...workdir import TRIAL_DIRS, Workdir
 from ...workflow import Workflow, gc_paused
 from .dag import build_tasks, default_trials_per_task, name_width
+from .reuse import TrialIndex, as_sweep_workdirs, function_key
 
 #: what one trial leaves at least: its result, a journal line, a log line (bytes)
 _BYTES_PER_TRIAL = 2000
 
 
 def compile_sweep(sweep, workdir, *, resources=None, trials_per_task=None,
-                  python=None) -> Workflow:
+                  python=None, reuse=None) -> Workflow:
     """See :meth:`mempamal.Sweep.compile`."""
     resources = check_resources(resources)
     n_trials = sweep.n_trials
@@ -44,6 +45,14 @@ def compile_sweep(sweep, workdir, *, resources=None, trials_per_task=None,
     existing = existing_workflow(wd, fp)
     if existing is not None:
         return existing
+    func_key = function_key(spec)
+    earlier = as_sweep_workdirs(reuse)
+    if earlier and adaptive is not None:
+        raise ValidationError(f"reuse= with search={sweep.search!r}: a model-based search "
+                              "asks its candidates from its own rounds' results, so earlier "
+                              "trials cannot stand in for them; reuse works with grid, "
+                              "random and explicit candidates")
+    index = TrialIndex(earlier, func_key, _describe(sweep)) if earlier else None
     check_disk_space(wd, n_trials * _BYTES_PER_TRIAL + (1 << 20))
     wd.create()
     for sub in TRIAL_DIRS:
@@ -54,11 +63,17 @@ def compile_sweep(sweep, workdir, *, resources=None, trials_per_task=None,
     with gc_paused():
         tasks = build_tasks(n_trials, int(trials_per_task), python, resources,
                             batch_size=batch_size, repeats=sweep.repeats)
+    width = name_width(n_trials)
+    reused = 0 if index is None else index.write_reused(wd, func_key, sweep.candidates,
+                                                        sweep.repeats, width)
     meta = {
         "fingerprint": fp,
         "recipe": "sweep",
+        # what the trials' results depend on but their parameters: reuse= matches it
+        "function_key": func_key,
+        "reused": {"from": index.sources, "trials": reused} if index else None,
         "n_candidates": sweep.n_candidates, "repeats": sweep.repeats, "n_trials": n_trials,
-        "trials_per_task": int(trials_per_task), "trial_name_width": name_width(n_trials),
+        "trials_per_task": int(trials_per_task), "trial_name_width": width,
         "metric": sweep.metric, "mode": sweep.mode, "on_error": sweep.on_error,
         "function": _describe(sweep), "seconds_per_trial": None,
         "search": sweep.search, "batch_size": batch_size,
