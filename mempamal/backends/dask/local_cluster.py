@@ -134,8 +134,10 @@ def check_options(copts: dict) -> None:
 class OwnCluster:
     """A scheduler and single-threaded workers in new processes, on this machine.
 
-    Use it as a context manager: entering starts everything and waits for
-    every worker; leaving stops everything.
+    Use it as a context manager: entering starts every process and returns
+    once the scheduler has written its address (:attr:`address`);
+    :meth:`wait_for_workers` then waits for the workers; leaving stops
+    everything.
 
     Parameters
     ----------
