@@ -102,9 +102,23 @@ def resume(workdir, backend, n_jobs, options, scheduler_address, notify):
     """Run the tasks of WORKDIR whose outputs are missing."""
     from .workflow import Workflow
 
-    opts = _parse_options(options, n_jobs, scheduler_address, notify)
+    opts = _parse_options(options, n_jobs, scheduler_address, notify or _handed_urls())
     _check_backend(backend, opts)
     _run(Workflow.load(workdir), backend, opts)
+
+
+def _handed_urls() -> list[str]:
+    """Notification URLs a ``submit`` handed to this background ``resume`` (not on its argv)."""
+    import os
+
+    from .backends.base import NOTIFY_ENV
+
+    text = os.environ.pop(NOTIFY_ENV, None)  # popped: the tasks need not see them
+    try:
+        urls = json.loads(text) if text else []
+    except ValueError:
+        raise click.BadParameter(f"{NOTIFY_ENV} is not a JSON list of URLs") from None
+    return urls if isinstance(urls, list) else [urls]
 
 
 def _run(wf, backend, opts) -> None:

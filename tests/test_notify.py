@@ -194,3 +194,14 @@ def test_resume_and_submit_refuse_unknown_scheme_before_running(tmp_path, comman
                            "--notify", "bogus://x/y"], capture_output=True, text=True)
     assert proc.returncode == 2 and "scheme 'bogus' is unknown" in proc.stderr
     assert not wf.workdir.last_backend_file.exists() and not list(wf.workdir.logs_dir.iterdir())
+
+
+@pytest.mark.slow
+def test_background_run_of_submit_sends_and_keeps_urls_off_its_command_line(tmp_path, inbox):
+    X, y = iris()
+    wf = small_grid_experiment(cv=2, inner_cv=2).compile(tmp_path / "w", X, y)
+    proc = wf.submit("local", n_jobs=2, notify=[inbox.url])
+    assert proc.wait(timeout=300) == 0
+    assert inbox.url not in " ".join(proc.args)
+    (msg,) = inbox.wait(1)
+    assert msg["title"] == "mempamal: w done"

@@ -171,14 +171,23 @@ def resume_in_background(workflow, backend: str, options: dict):
     """
     wd = workflow.workdir
     argv = [sys.executable, "-m", "mempamal", "resume", str(wd.root), "--backend", backend]
+    env = None
     for key, value in options.items():
-        if value is not None:
+        if key == "notify" and value:
+            # URLs may hold tokens: any user of the machine can read a command
+            # line (ps), only its owner an environment
+            env = {**os.environ, NOTIFY_ENV: json.dumps(value)}
+        elif value is not None:
             argv += ["-o", f"{key}={json.dumps(value)}"]
     logs = wd.backend_dir(backend)
     logs.mkdir(mode=0o755, parents=True, exist_ok=True)
     with open(logs / "run.log", "ab") as log:  # the child keeps its own descriptor
-        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+#: how :func:`resume_in_background` hands notification URLs to the run it starts
+NOTIFY_ENV = "MEMPAMAL_NOTIFY_URLS"
 
 
 def file_status(workflow) -> dict[str, str]:
