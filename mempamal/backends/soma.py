@@ -93,7 +93,9 @@ class SomaBackend(Backend):
         Interpreter of the task commands (default: the one compiled in).
     refreshment_interval : float
         Seconds between two passes of soma's engine loop and of our status
-        polls: the latency added per dependency level.
+        polls: the latency added per dependency level and at both ends of a
+        run (default 0.2: with packing a run has few jobs, and polling every
+        0.2 s rather than 0.5 s cost about 2 % of a core more in light mode).
     scheduler_type : str or None
         How ``write`` spells resource hints (``slurm``, ``pbspro``); default:
         the resource's ``SCHEDULER_TYPE``, none in light mode.
@@ -112,7 +114,7 @@ class SomaBackend(Backend):
 
     name = "soma"
     options = {"n_jobs": None, "resource": None, "queue": None, "progress": None,
-               "python": None, "refreshment_interval": 0.5, "scheduler_type": None,
+               "python": None, "refreshment_interval": 0.2, "scheduler_type": None,
                "native_specification": None, "tasks_per_job": "auto"}
 
     def validate(self) -> None:
