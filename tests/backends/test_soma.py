@@ -464,3 +464,33 @@ def test_a_killed_packed_run_resumes_to_the_same_results(tmp_path, fake_home):
     ref = exp.compile(tmp_path / "ref", X, y, chunk_size=1)
     ref.run("local", n_jobs=2, progress=False)
     assert_same_results(load_results(wf.workdir.root), load_results(ref.workdir.root))
+
+
+@pytest.mark.slow
+def test_a_task_that_kills_its_line_loses_none_of_the_later_ones(tmp_path, fake_home):
+    from helpers import CrashingClassifier
+
+    X, y = iris()
+    flag = tmp_path / "crash-now"
+    flag.touch()
+    # the third candidate kills the interpreter of its line (a segfault or
+    # OOM kill stand-in): the tasks after it in the line never start there
+    exp = Experiment(CrashingClassifier(), cv=2, inner_cv=2, error_score="raise",
+                     param_grid=[{"C": [0.1, 1.0]}, {"C": [10.0], "fail_file": [str(flag)]}])
+    wf = exp.compile(tmp_path / "w", X, y, chunk_size=1)
+    crashing = {t for t in wf.tasks if t.startswith("fit-") and t.endswith("-c2")}
+    with pytest.raises(TaskFailedError) as info:
+        wf.run("soma", tasks_per_job=6, **FAST)
+    report = info.value.report
+    assert set(report.failures) == crashing
+    assert all("killed while it ran: exit status 13" in why for why in report.failures.values())
+    # the fits after each crash ran in a later round
+    assert wf.done() == {t for t in wf.tasks if t.startswith("fit-")} - crashing
+    assert set(report.not_run) == {"select-o0", "select-o1", "aggregate"}
+    rounds = _soma_jobs_of_runs(wf.workdir.root)
+    assert rounds[0][0] == [t for t in wf.tasks if t.startswith("fit-o0")]
+    # nothing they feed is in the second round: one line of six, killed
+    # again at fit-o0-i1-c2, and a third round for outer split 1's last three
+    assert rounds[1] == [[f"fit-o{o}-i1-c{c}" for o in range(2) for c in range(3)]]
+    assert rounds[2] == [[f"fit-o1-i1-c{c}" for c in range(3)]]
+    assert {t for t, s in wf.status("soma").items() if s == "failed"} == crashing
