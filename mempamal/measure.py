@@ -42,15 +42,29 @@ def _peak_rss_mb() -> float | None:
     return None
 
 
+#: set once NVML proved absent (no nvidia-ml-py, or no driver) in this process
+_NVML_MISSING = False
+
+
 def gpu_memory_mb(pid: int | None = None) -> float | None:
     """GPU memory used by process ``pid`` (this one by default), through NVML; None if unknown."""
+    global _NVML_MISSING
+    if _NVML_MISSING:
+        return None
     try:
         import pynvml
     except ImportError:
+        _NVML_MISSING = True
         return None
     pid = os.getpid() if pid is None else pid
     try:
         pynvml.nvmlInit()
+    except Exception:  # noqa: BLE001 - no driver, no device: nothing to say
+        # asked again for every trial of a sweep: a machine with no driver
+        # will not grow one, so the answer is kept (and costs nothing after)
+        _NVML_MISSING = True
+        return None
+    try:
         total = 0
         for k in range(pynvml.nvmlDeviceGetCount()):
             handle = pynvml.nvmlDeviceGetHandleByIndex(k)
@@ -58,7 +72,7 @@ def gpu_memory_mb(pid: int | None = None) -> float | None:
                 if proc.pid == pid and proc.usedGpuMemory:
                     total += proc.usedGpuMemory
         return total / 2**20
-    except Exception:  # noqa: BLE001 - no driver, no device: nothing to say
+    except Exception:  # noqa: BLE001 - a device gone or busy: nothing to say this time
         return None
 
 

@@ -252,6 +252,28 @@ def atomic_path(path):
         raise
 
 
+def replace_text(path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary name, then rename (no fsync).
+
+    The cheap form of :func:`atomic_path` for the many small files one
+    process writes in a folder that exists (a sweep's trial results): the
+    temporary name is this process's own, so no ``mkstemp`` or ``chmod`` is
+    needed, and a killed writer leaves only a ``.tmp-*`` name.
+    """
+    path = os.fspath(path)
+    head, name = os.path.split(path)
+    tmp = os.path.join(head, f"{TMP_PREFIX}{name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 def open_log(path):
     """Open a log for appending, created without group/world write permission."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

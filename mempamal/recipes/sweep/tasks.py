@@ -19,7 +19,14 @@ import traceback
 from ...errors import MempamalError
 from ...measure import TaskUsage
 from ...trial import Trial, TrialStopped, as_number
-from ...workdir import Workdir, atomic_path, open_log, read_json, write_json, write_text
+from ...workdir import (
+    Workdir,
+    open_log,
+    read_json,
+    replace_text,
+    write_json,
+    write_text,
+)
 from .context import SweepContext
 from .dag import rounds, suggest_output
 
@@ -67,8 +74,7 @@ def run_trials(ctx: SweepContext, task) -> None:
                                   "host": socket.gethostname(), "pid": os.getpid()}) + "\n")
             jfh.flush()
             doc = run_trial(ctx, task, t, attempt)
-            with atomic_path(wd.path(rel)) as tmp:
-                tmp.write_text(json.dumps(doc, allow_nan=True) + "\n", encoding="utf-8")
+            replace_text(wd.path(rel), json.dumps(doc, allow_nan=True) + "\n")
 
 
 def _started_before(journal) -> dict[int, int]:
