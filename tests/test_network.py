@@ -111,11 +111,16 @@ def _get(url: str) -> int:
 @pytest.mark.dask
 @requires_or_fail(HAVE_DISTRIBUTED, "distributed not installed")
 def test_dashboard_false_serves_no_dashboard(tmp_path):
+    import dask.config
     from distributed import Client
 
     from mempamal.backends.dask.local_cluster import OwnCluster, listening
 
-    with OwnCluster(tmp_path, 1, dashboard=None) as cluster, \
+    # as after a scheduler with a dashboard but no bokeh ran in this process
+    # (distributed then appends its "missing bokeh" page to the live config)
+    key = "distributed.scheduler.http.routes"
+    polluted = {key: [*dask.config.get(key), "distributed.http.scheduler.missing_bokeh"]}
+    with dask.config.set(polluted), OwnCluster(tmp_path, 1, dashboard=None) as cluster, \
             Client(cluster.address, set_as_default=False) as client:
         cluster.wait_for_workers(client)
         assert cluster.dashboard_url(client) is None
@@ -216,3 +221,21 @@ def test_nothing_keeps_listening_once_mempamal_is_killed(tmp_path):
     finally:
         parent.kill()
         parent.wait()
+
+
+@pytest.mark.dask
+@requires_or_fail(HAVE_DISTRIBUTED, "distributed not installed")
+def test_the_config_passed_on_drops_what_distributed_wrote_into_it():
+    """A scheduler started here without bokeh appends a route to the live config."""
+    import dask.config
+
+    from mempamal.backends.dask.local_cluster import _inheritable_config
+
+    key = "distributed.scheduler.http.routes"
+    routes = dask.config.get(key)
+    with dask.config.set({key: [*routes, "distributed.http.scheduler.missing_bokeh"]}):
+        passed = _inheritable_config()["distributed"]["scheduler"]["http"]["routes"]
+        assert "distributed.http.scheduler.missing_bokeh" not in passed
+        assert passed == routes
+        # the live config is left as it is
+        assert "distributed.http.scheduler.missing_bokeh" in dask.config.get(key)

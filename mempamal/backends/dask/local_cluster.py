@@ -229,7 +229,7 @@ class OwnCluster:
         read_end, self._pipes[what] = os.pipe()
         env = dict(os.environ)
         # the caller's dask config (dask.config.set(...) around the run) holds there too
-        env["DASK_INTERNAL_INHERIT_CONFIG"] = dask.config.serialize(dask.config.config)
+        env["DASK_INTERNAL_INHERIT_CONFIG"] = dask.config.serialize(_inheritable_config())
         argv = [sys.executable, "-c", WATCHDOG, str(read_end), "--spec", json.dumps(spec)]
         try:
             with open(self.log(what), "wb") as log:
@@ -340,3 +340,22 @@ def _tail(path: Path, n: int = 20) -> str:
     except OSError:
         return "(no log)"
     return "\n".join("    " + line for line in lines[-n:])
+
+
+def _inheritable_config() -> dict:
+    """The dask config of this process, less what distributed wrote into it by itself.
+
+    A ``Scheduler`` started in this process with a dashboard but without
+    bokeh appends its "missing bokeh" page to the config's own list of HTTP
+    routes (distributed mutates the list it reads); passed on as is, that
+    page would answer ``/status`` on a cluster started with no dashboard.
+    """
+    import copy
+
+    import dask.config
+
+    config = copy.deepcopy(dask.config.config)
+    routes = config.get("distributed", {}).get("scheduler", {}).get("http", {}).get("routes")
+    if isinstance(routes, list):
+        routes[:] = [r for r in routes if r != "distributed.http.scheduler.missing_bokeh"]
+    return config
