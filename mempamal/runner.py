@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 
 from .errors import CorruptOutputError, MissingInputError
 from .measure import TaskUsage
-from .workdir import open_log, read_json, read_meta, write_json
+from .workdir import open_log, read_json, read_meta, write_meta
 from .workflow import sha256_file
 
 
@@ -76,7 +76,7 @@ def run_task(root, task_id: str, force: bool = False) -> TaskOutcome:
         outcome = TaskOutcome(task_id, False, error=str(exc), error_type=type(exc).__name__)
         _finish(wd, meta, outcome, usage, task)
         return outcome
-    write_json(wd.meta_file(task_id), meta)
+    write_meta(wd, task_id, meta)
     outcome = TaskOutcome(task_id, True)
     with open_log(wd.log_file(task_id)) as log, \
             contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
@@ -128,7 +128,7 @@ def _record_load_failure(root, task_id: str, exc: BaseException) -> None:
             print(f"=== mempamal task {task_id} could not load its workdir on {meta['host']}",
                   file=log)
             traceback.print_exception(exc, file=log)
-        write_json(wd.meta_file(task_id), meta)
+        write_meta(wd, task_id, meta)
     except OSError:
         pass  # a read-only or vanished workdir: the caller still reports the error
 
@@ -209,7 +209,7 @@ def _finish(wd, meta: dict, outcome: TaskOutcome, usage: TaskUsage, task) -> Non
         meta["digests"] = {rel: sha256_file(wd.path(rel)) for rel in task.outputs}
     meta.update(state="done" if outcome.ok else "failed", end=time.time(),
                 error=outcome.error, error_type=outcome.error_type, **used)
-    write_json(wd.meta_file(outcome.task_id), meta)
+    write_meta(wd, outcome.task_id, meta)
 
 
 def _previous_attempts(meta_file) -> int:

@@ -404,3 +404,22 @@ def test_example_file_defines_a_sweep():
     assert data is None and isinstance(sweep, Sweep)
     assert sweep.n_trials == 16 and sweep.takes_trial and sweep.metric == "val_loss"
     assert options == {"resources": {"cpus": 1, "mem_mb": 1000, "time_min": 10}}
+
+
+def test_partial_summary_of_a_sweep_whose_last_candidates_have_not_run(tmp_path):
+    """Candidates without a finished trial yet: counted 0, mean NaN, ranked last."""
+    sweep = Sweep(sweep_funcs.quadratic, param_grid={"x": [0.0, 1.0, 2.0, 3.0]}, repeats=2,
+                  metric="loss", mode="min")
+    wf = sweep.compile(tmp_path / "w", trials_per_task=2)
+    from mempamal.runner import run_task
+
+    for tid in [t for t in wf.tasks if t.startswith("trial-")][:2]:
+        run_task(wf.workdir.root, tid)
+    summary = load_results(tmp_path / "w", partial=True).summary
+    assert summary["n_trials"].tolist() == [2, 2, 0, 0]
+    assert summary["n_done"].tolist() == [2, 2, 0, 0]
+    expected = _direct([{"x": 0.0}, {"x": 1.0}], repeats=2).groupby("candidate")["loss"]
+    np.testing.assert_allclose(summary["mean_loss"][:2], expected.mean())
+    np.testing.assert_allclose(summary["std_loss"][:2], expected.std(ddof=0))
+    assert summary["mean_loss"][2:].isna().all()
+    assert summary["rank_loss"].tolist() == [2, 1, 3, 3]
