@@ -18,8 +18,6 @@ import traceback
 import warnings
 from dataclasses import dataclass
 
-from threadpoolctl import threadpool_limits
-
 from .errors import CorruptOutputError, MissingInputError
 from .measure import TaskUsage
 from .workdir import open_log, read_json, read_meta, write_meta
@@ -85,7 +83,7 @@ def run_task(root, task_id: str, force: bool = False) -> TaskOutcome:
         try:
             # limit BLAS/OpenMP to the task's share so parallel tasks do not
             # oversubscribe the cores
-            with threadpool_limits(limits=int(task.resources.get("cpus", 1))), \
+            with _thread_limits(int(task.resources.get("cpus", 1))), \
                     warnings.catch_warnings():
                 # a persistent worker would otherwise show a warning only for
                 # its first task; each task's log gets its own
@@ -242,3 +240,23 @@ def run_tasks_main(root, task_ids, force: bool = False) -> int:
             failed = True
             print(f"mempamal: task {tid} failed: {outcome.error}", file=sys.stderr)
     return 1 if failed else EXIT_NOT_READY if not_ready else 0
+
+
+#: (modules imported when it was made, controller): threadpoolctl's look at
+#: the loaded libraries, kept while no new module was imported
+_CONTROLLER: list = [None, None]
+
+
+def _thread_limits(n: int):
+    """``threadpool_limits(n)`` without scanning the loaded libraries every task.
+
+    Finding the BLAS/OpenMP libraries costs ~3 ms: the cost of a whole task
+    for a quick trial. The scan is kept while the process imports nothing new
+    (a new import is what may load another library, e.g. the user's torch).
+    """
+    from threadpoolctl import ThreadpoolController
+
+    if _CONTROLLER[0] != len(sys.modules):
+        _CONTROLLER[1] = ThreadpoolController()
+        _CONTROLLER[0] = len(sys.modules)
+    return _CONTROLLER[1].limit(limits=n)

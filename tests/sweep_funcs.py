@@ -75,3 +75,11 @@ def allocates(mb, trial):
 
     block = np.ones(int(mb * 2**20 / 8))
     return {"loss": float(block[0]) + math.log1p(mb)}
+
+
+def blas_threads(x):
+    """The most threads a BLAS/OpenMP pool of this process may use right now."""
+    import numpy  # noqa: F401 - loads the BLAS whose pool is limited
+    from threadpoolctl import threadpool_info
+
+    return {"threads": float(max(i["num_threads"] for i in threadpool_info()))}

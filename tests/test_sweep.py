@@ -423,3 +423,15 @@ def test_partial_summary_of_a_sweep_whose_last_candidates_have_not_run(tmp_path)
     np.testing.assert_allclose(summary["std_loss"][:2], expected.std(ddof=0))
     assert summary["mean_loss"][2:].isna().all()
     assert summary["rank_loss"].tolist() == [2, 1, 3, 3]
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 cores to tell 1 from many")
+def test_each_task_runs_with_the_blas_threads_of_its_cpus_hint(tmp_path):
+    """Task after task in the same persistent worker, the limit is the task's own."""
+    for cpus in (1, 2):
+        sweep = Sweep(sweep_funcs.blas_threads, param_grid={"x": list(range(6))},
+                      metric="threads", mode="min")
+        wf = sweep.compile(tmp_path / f"w{cpus}", resources={"cpus": cpus},
+                           trials_per_task=1)
+        wf.run("local", n_jobs=1, progress=False)
+        assert load_results(wf.workdir.root).trials["threads"].tolist() == [cpus] * 6
