@@ -6,7 +6,11 @@ without them, but under ``CI=true`` a missing component is a failure.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
+import shutil
+import subprocess
 
 import pytest
 
@@ -18,6 +22,23 @@ _TESTS = os.path.dirname(os.path.abspath(__file__))
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (_TESTS, os.environ.get("PYTHONPATH", "")) if p
 )
+
+
+@functools.cache
+def slurm_answers() -> bool:
+    """Whether a SLURM cluster answers here (sbatch on PATH, squeue works)."""
+    if shutil.which("sbatch") is None or shutil.which("squeue") is None:
+        return False
+    try:
+        return subprocess.run(["squeue", "--noheader"], capture_output=True,
+                              timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def has_module(name: str) -> bool:
+    """Whether ``name`` can be imported (an optional extra is installed)."""
+    return importlib.util.find_spec(name) is not None
 
 
 def requires_or_fail(available: bool, reason: str):

@@ -13,7 +13,6 @@ import importlib.util
 import ipaddress
 import json
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import requires_or_fail
+from conftest import requires_or_fail, slurm_answers
 
 #: the user's module next to the script, imported by it
 HELPER = '''\
@@ -82,14 +81,6 @@ print("RESULT " + json.dumps({"scores": res.outer_scores[cols].to_dict("list"),
 '''
 
 
-def _slurm_answers() -> bool:
-    if shutil.which("sbatch") is None or shutil.which("squeue") is None:
-        return False
-    try:
-        return subprocess.run(["squeue", "--noheader"], capture_output=True,
-                              timeout=20).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
 
 
 #: the line mempamal prints about the Dask dashboard
@@ -97,7 +88,7 @@ DASHBOARD = re.compile(r"mempamal: Dask dashboard at http://(\S+):(\d+)/status")
 
 HAVE_DISTRIBUTED = importlib.util.find_spec("distributed") is not None
 HAVE_SOMA = importlib.util.find_spec("soma_workflow") is not None
-SLURM_UP = _slurm_answers()
+SLURM_UP = slurm_answers()
 
 #: backend name -> (backend, options of the run, marks)
 BACKENDS = {

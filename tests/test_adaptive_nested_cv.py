@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import requires_or_fail
+from conftest import has_module, requires_or_fail
 from scipy.stats import loguniform
 from sklearn.datasets import load_diabetes
 from sklearn.linear_model import Ridge
@@ -112,10 +112,6 @@ def test_bad_input_is_refused():
                    n_iter=4)
 
 
-def _has(module):
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +124,7 @@ def local_results(tmp_path_factory):
 
 BACKENDS = {
     "dask": ({"n_jobs": 2, "progress": False},
-             [pytest.mark.dask, requires_or_fail(_has("distributed"),
+             [pytest.mark.dask, requires_or_fail(has_module("distributed"),
                                                  "dask.distributed is not installed")]),
 }
 # real SLURM: tests/backends/test_adaptive_backends.py. Soma-Workflow and the

@@ -20,7 +20,7 @@ from pathlib import Path
 import adaptive_funcs
 import numpy as np
 import pytest
-from conftest import requires_or_fail
+from conftest import has_module, requires_or_fail
 from scipy.stats import norm, randint, uniform
 
 try:
@@ -219,15 +219,11 @@ def test_kill_then_resume_gives_the_uninterrupted_table(tmp_path):
 
 
 # -- backends ----------------------------------------------------------------------
-def _has(module):
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
 
 
 @pytest.mark.slow
 @pytest.mark.dask
-@requires_or_fail(_has("distributed"), "dask.distributed is not installed")
+@requires_or_fail(has_module("distributed"), "dask.distributed is not installed")
 def test_dask_gives_the_local_table(tmp_path):
     _, local = _run(_sweep(seed=4, n_iter=8), tmp_path / "local")
     wf = _sweep(seed=4, n_iter=8).compile(tmp_path / "dask")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import IN_CI, requires_or_fail
+from conftest import IN_CI, has_module, requires_or_fail
 from helpers import FailingClassifier, iris
 from sklearn.svm import SVC
 
@@ -195,15 +195,11 @@ def test_every_section_has_its_figures(nested, sweep):
     run_figs = {"timeline-fig0", "resources-fig0"}
     assert set(nested[1].figures) == run_figs | {
         "outer-scores-fig0", "best-params-fig0", "inner-scores-fig0", "times-fig0"}
-    importance = {"importance-fig0"} if _has("optuna") else set()
+    importance = {"importance-fig0"} if has_module("optuna") else set()
     assert set(sweep[1].figures) == run_figs | importance | {
         "trials-fig0", "parallel-fig0", "params-fig0", "curves-fig0"}
 
 
-def _has(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
 
 
 def test_nested_cv_report_matches_results(nested):

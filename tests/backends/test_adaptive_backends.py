@@ -10,30 +10,17 @@ executor's and a live Optuna study's in the same rounds.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import time
 
 import adaptive_funcs
 import pytest
-from conftest import requires_or_fail
+from conftest import requires_or_fail, slurm_answers
 from test_adaptive_sweep import SPACE, _check_against_oracle, _table, oracle
 
 from mempamal import Sweep, load_results
 
-
-def _cluster_answers() -> bool:
-    if shutil.which("sbatch") is None or shutil.which("squeue") is None:
-        return False
-    try:
-        return subprocess.run(["squeue", "--noheader"], capture_output=True,
-                              timeout=20).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
 pytestmark = [pytest.mark.slurm, pytest.mark.slow,
-              requires_or_fail(_cluster_answers(), "no SLURM cluster answers (sbatch/squeue)")]
+              requires_or_fail(slurm_answers(), "no SLURM cluster answers (sbatch/squeue)")]
 
 
 def _proc(pid: str, what: str) -> str:

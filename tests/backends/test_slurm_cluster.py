@@ -7,14 +7,13 @@ that is a failure. The local backend is the oracle for every result.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import requires_or_fail
+from conftest import requires_or_fail, slurm_answers
 from helpers import FailingClassifier, SleepyClassifier, assert_same_results, iris
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
@@ -26,19 +25,8 @@ from mempamal.backends.slurm import SlurmBackend, run_id
 from mempamal.backends.slurm.commands import ACTIVE_STATES, read_records, squeue
 from mempamal.errors import ExternalCommandError
 
-
-def _cluster_answers() -> bool:
-    if shutil.which("sbatch") is None or shutil.which("squeue") is None:
-        return False
-    try:
-        return subprocess.run(["squeue", "--noheader"], capture_output=True,
-                              timeout=20).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
 pytestmark = [pytest.mark.slurm,
-              requires_or_fail(_cluster_answers(), "no SLURM cluster answers (sbatch/squeue)")]
+              requires_or_fail(slurm_answers(), "no SLURM cluster answers (sbatch/squeue)")]
 
 #: fast polling for short test jobs (the default, 5 s, suits real clusters)
 FAST = {"poll_interval": 0.5, "progress": False}

@@ -3,30 +3,18 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import threading
 import time
 
 import pytest
-from conftest import requires_or_fail
+from conftest import requires_or_fail, slurm_answers
 from helpers import SleepyClassifier, assert_same_results, iris
 
 from mempamal import Experiment, load_results
 
-
-def _cluster_answers() -> bool:
-    if shutil.which("scontrol") is None:
-        return False
-    try:
-        return subprocess.run(["squeue", "--noheader"], capture_output=True,
-                              timeout=20).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
 pytestmark = [pytest.mark.slurm, pytest.mark.slow,
-              requires_or_fail(_cluster_answers(), "no SLURM cluster answers (scontrol)")]
+              requires_or_fail(slurm_answers(), "no SLURM cluster answers (scontrol)")]
 
 
 def _node() -> str:

@@ -12,10 +12,10 @@ import subprocess
 import time
 
 import pytest
-from conftest import requires_or_fail
+from conftest import requires_or_fail, slurm_answers
 from helpers import FailingClassifier, iris, small_grid_experiment
 from test_notify import Inbox
-from test_slurm_cluster import FAST, _cluster_answers
+from test_slurm_cluster import FAST
 
 from mempamal import Experiment, TaskFailedError
 from mempamal.backends.slurm import SlurmBackend
@@ -75,7 +75,7 @@ def test_bad_mail_and_notify_options_are_refused(key, value):
 
 
 # -- a real cluster ---------------------------------------------------------------------
-needs_cluster = requires_or_fail(_cluster_answers(), "no SLURM cluster answers (sbatch/squeue)")
+needs_cluster = requires_or_fail(slurm_answers(), "no SLURM cluster answers (sbatch/squeue)")
 
 
 def _wait_notify_jobs(wf, timeout=120) -> None:

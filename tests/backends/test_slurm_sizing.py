@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import requires_or_fail
+from conftest import requires_or_fail, slurm_answers
 from helpers import MemoryHungryClassifier, iris
 
 from mempamal import Experiment
@@ -102,17 +102,6 @@ def test_nothing_measured_says_what_will_be_used(tmp_path):
 
 
 # -- on the real cluster -------------------------------------------------------
-def _cluster_answers() -> bool:
-    import shutil
-    import subprocess
-
-    if shutil.which("sbatch") is None:
-        return False
-    try:
-        return subprocess.run(["squeue", "--noheader"], capture_output=True,
-                              timeout=20).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
 
 
 def _memory_enforced() -> bool:
@@ -128,7 +117,7 @@ def _memory_enforced() -> bool:
 
 @pytest.mark.slurm
 @pytest.mark.slow
-@requires_or_fail(_cluster_answers() and _memory_enforced(),
+@requires_or_fail(slurm_answers() and _memory_enforced(),
                   "no SLURM cluster enforcing --mem (JobAcctGatherParams=OverMemoryKill)")
 def test_a_real_oom_is_named_then_escalated_on_resume(tmp_path):
     from mempamal import TaskFailedError, load_results

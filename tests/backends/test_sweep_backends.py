@@ -8,31 +8,13 @@ Under CI=true a missing component fails instead of skipping.
 
 from __future__ import annotations
 
-import importlib.util
-import shutil
-import subprocess
-
 import numpy as np
 import pandas as pd
 import pytest
 import sweep_funcs
-from conftest import requires_or_fail
+from conftest import has_module, requires_or_fail, slurm_answers
 
 from mempamal import Sweep, load_results
-
-
-def _slurm_answers() -> bool:
-    if shutil.which("sbatch") is None or shutil.which("squeue") is None:
-        return False
-    try:
-        return subprocess.run(["squeue", "--noheader"], capture_output=True,
-                              timeout=20).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-def _has(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
 
 
 def _by_value_function():
@@ -58,13 +40,13 @@ BACKENDS = {
     "local": ("local", {"n_jobs": 2, "progress": False}, []),
     "local-subprocess": ("local", {"n_jobs": 2, "subprocess": True, "progress": False}, []),
     "slurm": ("slurm", {"poll_interval": 0.5, "progress": False},
-              [pytest.mark.slurm, requires_or_fail(_slurm_answers(),
+              [pytest.mark.slurm, requires_or_fail(slurm_answers(),
                                                    "no SLURM cluster answers (sbatch/squeue)")]),
     "soma": ("soma", {"refreshment_interval": 0.1, "n_jobs": 2, "progress": False},
-             [pytest.mark.soma, requires_or_fail(_has("soma_workflow"),
+             [pytest.mark.soma, requires_or_fail(has_module("soma_workflow"),
                                                  "soma-workflow not installed")]),
     "dask": ("dask", {"n_jobs": 2, "progress": False},
-             [pytest.mark.dask, requires_or_fail(_has("distributed"),
+             [pytest.mark.dask, requires_or_fail(has_module("distributed"),
                                                  "dask.distributed is not installed")]),
 }
 
