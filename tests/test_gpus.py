@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from helpers import DeviceRecordingClassifier, iris
 
@@ -76,3 +78,38 @@ def test_bad_resource_hints_are_refused_at_compile(tmp_path, resources, match):
     with pytest.raises(ValidationError, match=match):
         _exp(tmp_path).compile(tmp_path / "w", X, y, resources=resources)
     assert not (tmp_path / "w").exists()
+
+
+def _fake_nvml(monkeypatch, count=None, error=None):
+    """A stand-in ``pynvml``: ``count`` devices, or ``nvmlInit`` raising ``error``."""
+    import types
+
+    fake = types.ModuleType("pynvml")
+
+    def init():
+        if error is not None:
+            raise error
+
+    fake.nvmlInit = init
+    fake.nvmlDeviceGetCount = lambda: count
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+
+
+def test_devices_come_from_cuda_visible_devices_then_nvml(monkeypatch):
+    from mempamal.backends.local import machine_gpus
+
+    _fake_nvml(monkeypatch, count=3)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert machine_gpus() == ["3", "5"]  # what SLURM handed this job wins
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert machine_gpus() == ["0", "1", "2"]
+
+
+def test_nvml_present_but_failing_is_said_and_lends_no_gpu(monkeypatch):
+    from mempamal.backends.local import machine_gpus
+
+    _fake_nvml(monkeypatch, error=RuntimeError("NVML Shared Library Not Found"))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    with pytest.warns(UserWarning, match="NVML is installed but failed .*Not Found.*"
+                                         "CUDA_VISIBLE_DEVICES is not set either"):
+        assert machine_gpus() == []
