@@ -113,3 +113,25 @@ def test_nvml_present_but_failing_is_said_and_lends_no_gpu(monkeypatch):
     with pytest.warns(UserWarning, match="NVML is installed but failed .*Not Found.*"
                                          "CUDA_VISIBLE_DEVICES is not set either"):
         assert machine_gpus() == []
+
+
+def test_a_gpus_hint_reaches_each_backend_in_its_own_words(tmp_path):
+    """SLURM --gres, the Dask GPU resource, Soma-Workflow's native specification."""
+    from mempamal.backends.dask import DEFAULT_RESOURCES
+    from mempamal.backends.dask.execution import task_resources
+    from mempamal.backends.slurm import SlurmBackend, scripts
+    from mempamal.backends.soma_jobs import native_spec
+
+    X, y = iris()
+    wf = Experiment(DeviceRecordingClassifier(log_dir=str(tmp_path)), param_grid={"C": [1.0]},
+                    cv=2, inner_cv=2).compile(tmp_path / "w", X, y, chunk_size=1,
+                                              resources={"gpus": 2})
+    backend = SlurmBackend(tasks_per_job=1)
+    fit_jobs = [j for j in backend.plan(wf) if all(t.startswith("fit-") for t in j.task_ids)]
+    assert fit_jobs
+    for job in fit_jobs:
+        assert "--gres=gpu:2" in scripts.directives(job, wf, backend.opts, "r")
+    fit = wf.tasks["fit-o0-i0-c0"]
+    assert task_resources(fit, DEFAULT_RESOURCES) == {"CPU": 1, "GPU": 2}
+    assert "--gres=gpu:2" in native_spec(fit.resources, "slurm")
+    assert "ngpus=2" in native_spec(fit.resources, "pbspro")
