@@ -341,8 +341,10 @@ class SomaBackend(Backend):
                 report.failures[tid] = _failure_reason(wd, tid, ev, line, run_dir, meta)
                 booked.append(False)
                 blamed = True
-            else:
+            elif _inputs_ready(workflow, task):
                 unexplained.append(tid)
+            # else: its inputs are missing, so it was refused or never reached
+            # (soma may report a refused job before storing its exit value 75)
         job_ok = ev["status"] == "done" and ev["exit_value"] in (0, None)
         if unexplained and not blamed and not job_ok and ev["exit_value"] != EXIT_NOT_READY:
             for tid in unexplained:
@@ -350,6 +352,13 @@ class SomaBackend(Backend):
                 report.failures[tid] = _failure_reason(wd, tid, ev, line, run_dir, {})
                 booked.append(False)
         return booked
+
+
+def _inputs_ready(workflow, task) -> bool:
+    """Whether every dependency of ``task`` has its outputs (it could have run)."""
+    wd = workflow.workdir
+    return all(len(wd.existing(workflow.tasks[d].outputs)) == len(workflow.tasks[d].outputs)
+               for d in task.deps)
 
 
 def _write_light_config(run_dir: Path, n_jobs: int, interval: float) -> None:
