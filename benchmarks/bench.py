@@ -295,12 +295,20 @@ def environment() -> dict:
     }
 
 
-def print_table(results) -> None:
+def print_table(results, targets=None) -> None:
+    targets = TARGETS if targets is None else targets
     print("\n| measure | value | target |\n|---|---|---|")
     for key, value in results["ratios"].items():
-        target = TARGETS.get(key)
+        target = targets.get(key)
         verdict = "" if target is None else ("ok" if value <= target else "MISSED")
         print(f"| {key} | {value:.3f} | {'' if target is None else f'<= {target} {verdict}'} |")
+
+
+def write_results(results, out) -> None:
+    """The run's figures as JSON in ``out`` (its folder made if needed)."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(results, indent=1) + "\n")
+    print(f"\nwrote {out}")
 
 
 def main(argv=None) -> int:
@@ -327,9 +335,7 @@ def main(argv=None) -> int:
             if section in only:
                 bench_here(section, args.reps, args.n_jobs, root, results)
     print_table(results)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
-    print(f"\nwrote {args.out}")
+    write_results(results, args.out)
     return 0
 
 

@@ -28,7 +28,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench import _wait_for_idle_cluster, environment  # noqa: E402
+from bench import (  # noqa: E402
+    _wait_for_idle_cluster,
+    environment,
+    print_table,
+    write_results,
+)
 from sweep_workloads import instant, sleepy  # noqa: E402
 
 TARGETS = {"S1 local s": 5.0, "S2 local / ideal": 1.05, "S2 slurm / ideal": 1.25}
@@ -118,14 +123,8 @@ def main(argv=None) -> int:
             bench_s1(args.reps, root, results)
         if "S2" in only or "S2-SLURM" in only:
             bench_s2(args.reps, root, results, slurm="S2-SLURM" in only)
-    print("\n| measure | value | target |\n|---|---|---|")
-    for key, value in results["ratios"].items():
-        target = TARGETS.get(key)
-        verdict = "" if target is None else ("ok" if value <= target else "MISSED")
-        print(f"| {key} | {value:.3f} | {'' if target is None else f'<= {target} {verdict}'} |")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
-    print(f"\nwrote {args.out}")
+    print_table(results, TARGETS)
+    write_results(results, args.out)
     return 0
 
 
