@@ -41,6 +41,13 @@ def has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+def import_or_fail(name: str):
+    """``pytest.importorskip(name)``, except under CI=true, where a missing module fails."""
+    if IN_CI:
+        return importlib.import_module(name)
+    return pytest.importorskip(name)
+
+
 def requires_or_fail(available: bool, reason: str):
     """A mark: skip when ``available`` is false, except under CI=true where it fails.
 

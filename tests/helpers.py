@@ -130,3 +130,13 @@ class DeviceRecordingClassifier(FailingClassifier):
         with open(os.path.join(self.log_dir, uuid.uuid4().hex), "w") as fh:
             fh.write(f"{os.environ.get('CUDA_VISIBLE_DEVICES')} {start} {time.time()}\n")
         return self
+
+
+def half_failing_workflow(root, inner_cv=2):
+    """Iris, one candidate that fails (``error_score="raise"``): half its fit tasks fail."""
+    from mempamal import Experiment
+
+    X, y = iris()
+    exp = Experiment(FailingClassifier(), param_grid={"fail": [False, True]}, cv=2,
+                     inner_cv=inner_cv, error_score="raise")
+    return exp.compile(root, X, y, chunk_size=1)

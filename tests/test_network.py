@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from conftest import requires_or_fail
+from conftest import import_or_fail, requires_or_fail
 from script_runs import (
     DASHBOARD,
     HAVE_DISTRIBUTED,
@@ -139,7 +139,7 @@ def test_dashboard_false_serves_no_dashboard(tmp_path):
     ("0.0.0.0:8787", "0.0.0.0:8787"), ("localhost:1234", "localhost:1234"),
 ])
 def test_dashboard_address_defaults_to_loopback(value, expected):
-    pytest.importorskip("distributed")
+    import_or_fail("distributed")
     from mempamal.backends.dask.local_cluster import dashboard_address
 
     assert dashboard_address(value) == expected
@@ -150,7 +150,7 @@ def test_dashboard_address_defaults_to_loopback(value, expected):
     ("dashboard=:0", ":0"),
 ])
 def test_cli_dashboard_option_reaches_the_backend(pair, expected):
-    pytest.importorskip("distributed")
+    import_or_fail("distributed")
     from mempamal.cli import _parse_options
 
     opts = _parse_options([pair])
@@ -167,7 +167,7 @@ def test_cli_dashboard_option_reaches_the_backend(pair, expected):
     ({"cluster_options": {"processes": True}}, r"\['processes'\] are not options"),
 ])
 def test_bad_dashboard_and_cluster_options_are_refused(options, match):
-    pytest.importorskip("distributed")
+    import_or_fail("distributed")
     with pytest.raises(ValidationError, match=match):
         get_backend("dask", **options)
 

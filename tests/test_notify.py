@@ -10,7 +10,8 @@ import threading
 import time
 
 import pytest
-from helpers import FailingClassifier, iris, small_grid_experiment
+from conftest import import_or_fail
+from helpers import FailingClassifier, half_failing_workflow, iris, small_grid_experiment
 
 from mempamal import Experiment, TaskFailedError
 from mempamal.backends import get_backend
@@ -18,7 +19,7 @@ from mempamal.errors import ValidationError
 from mempamal.notify import check_urls, send
 from mempamal.runinfo import read_run_record
 
-pytest.importorskip("apprise")
+import_or_fail("apprise")
 
 
 class Inbox:
@@ -82,10 +83,7 @@ def test_done_run_sends_one_message_with_counts_best_score_and_duration(tmp_path
 
 
 def test_failed_run_sends_first_failure_then_end_with_reasons_and_logs(tmp_path, inbox):
-    X, y = iris()
-    exp = Experiment(FailingClassifier(), param_grid={"fail": [False, True]}, cv=2,
-                     inner_cv=2, error_score="raise")
-    wf = exp.compile(tmp_path / "w", X, y, chunk_size=1)
+    wf = half_failing_workflow(tmp_path / "w")
     with pytest.raises(TaskFailedError):
         wf.run("local", n_jobs=1, progress=False, notify=[inbox.url])
     messages = inbox.wait(2)
@@ -149,11 +147,8 @@ def test_cli_refuses_unknown_scheme_before_writing_anything(tmp_path):
 @pytest.mark.dask
 @pytest.mark.slow
 def test_dask_run_sends_its_first_failure_and_its_end(tmp_path, inbox):
-    pytest.importorskip("distributed")
-    X, y = iris()
-    exp = Experiment(FailingClassifier(), param_grid={"fail": [False, True]}, cv=2,
-                     inner_cv=2, error_score="raise")
-    wf = exp.compile(tmp_path / "w", X, y, chunk_size=1)
+    import_or_fail("distributed")
+    wf = half_failing_workflow(tmp_path / "w")
     with pytest.raises(TaskFailedError):
         wf.run("dask", n_jobs=1, progress=False, notify=[inbox.url])
     messages = inbox.wait(2)
@@ -167,7 +162,7 @@ def test_dask_run_sends_its_first_failure_and_its_end(tmp_path, inbox):
 @pytest.mark.soma
 @pytest.mark.slow
 def test_soma_run_sends_its_first_failure_and_its_end(tmp_path, inbox, monkeypatch):
-    pytest.importorskip("soma_workflow")
+    import_or_fail("soma_workflow")
     home = tmp_path / "home"  # soma-workflow must not write in the real HOME
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))

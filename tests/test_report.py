@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import IN_CI, has_module, requires_or_fail
+from conftest import IN_CI, has_module, import_or_fail, requires_or_fail
 from helpers import FailingClassifier, iris
 from sklearn.svm import SVC
 
@@ -35,7 +35,7 @@ from mempamal.report.sweep import MAX_TRIAL_POINTS, best_so_far, shown_trials
 from mempamal.runner import run_task
 from mempamal.workdir import read_meta
 
-pytest.importorskip("plotly")
+import_or_fail("plotly")
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -336,7 +336,7 @@ def test_sweep_learning_curves_mark_pruned_trials(sweep):
 
 
 def test_sweep_parameter_importance(sweep):
-    pytest.importorskip("optuna")
+    import_or_fail("optuna")
     root, page = sweep
     (bars,) = page.figure("importance")["data"]
     assert sorted(bars["y"]) == ["kind", "layers", "lr"]

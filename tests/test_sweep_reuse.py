@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pytest
 import sweep_funcs
+from conftest import import_or_fail
 from helpers import iris
 from scipy.stats import uniform
 from sklearn.model_selection import ParameterSampler
@@ -93,7 +94,7 @@ def test_failed_trials_run_again(tmp_path):
 
 
 def test_reuse_refused_for_another_function_an_adaptive_search_or_a_nested_cv(tmp_path):
-    pytest.importorskip("optuna")
+    import_or_fail("optuna")
     _run(Sweep(_func(tmp_path), param_grid={"x": [0.0]}, metric="loss", mode="min"),
          tmp_path / "w1")
     other = Sweep(_func(tmp_path, n_steps=3), param_grid={"x": [0.0]}, metric="loss",

@@ -12,8 +12,8 @@ import subprocess
 import time
 
 import pytest
-from conftest import requires_or_fail, slurm_answers
-from helpers import FailingClassifier, iris, small_grid_experiment
+from conftest import import_or_fail, requires_or_fail, slurm_answers
+from helpers import half_failing_workflow, iris, small_grid_experiment
 from test_notify import Inbox
 from test_slurm_cluster import FAST
 
@@ -24,7 +24,7 @@ from mempamal.errors import ValidationError
 from mempamal.recipes.nested_cv import build_tasks
 from mempamal.workflow import Workflow
 
-pytest.importorskip("apprise")
+import_or_fail("apprise")
 URL = "json://127.0.0.1:9/"
 
 
@@ -115,10 +115,7 @@ def test_slurm_done_run_sends_one_message_from_its_end_job(tmp_path, inbox):
 @pytest.mark.slurm
 @needs_cluster
 def test_slurm_failed_run_sends_the_watchdog_message_and_the_end_message(tmp_path, inbox):
-    X, y = iris()
-    exp = Experiment(FailingClassifier(), param_grid={"fail": [False, True]}, cv=2,
-                     inner_cv=2, error_score="raise")
-    wf = exp.compile(tmp_path / "w", X, y, chunk_size=1)
+    wf = half_failing_workflow(tmp_path / "w")
     with pytest.raises(TaskFailedError):
         wf.run("slurm", notify=[inbox.url], tasks_per_job=1, **FAST)
     _wait_notify_jobs(wf)
