@@ -171,7 +171,7 @@ def end_message(workdir, backend: str | None = None, seconds: float | None = Non
     from .status import status_report
 
     wd = workdir if isinstance(workdir, Workdir) else Workdir(workdir)
-    report = status_report(wd.root, backend)
+    report = status_report(wd.root, backend, usage=False)
     totals = _totals(report)
     n, n_done = report["total"], totals.get("done", 0)
     ok = n_done == n and error is None
@@ -342,7 +342,7 @@ def notify_main(workdir, event: str, backend: str | None = None, urls=None) -> i
         print(f"mempamal: no notification URL given nor saved in "
               f"{wf.workdir.notify_file(backend)}; nothing sent", file=sys.stderr)
     if event == "failure":
-        report = status_report(wf.workdir.root, backend)
+        report = status_report(wf.workdir.root, backend, workflow=wf, usage=False)
         failures = report["failures"]
         if not failures:
             # a job ended without success but no task says why (cancelled...)

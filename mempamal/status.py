@@ -11,8 +11,22 @@ from .workdir import read_meta, tail_text
 from .workflow import Workflow
 
 
-def status_report(workdir, backend: str | None = None) -> dict:
+def status_report(workdir, backend: str | None = None, *, workflow: Workflow | None = None,
+                  usage: bool = True) -> dict:
     """Task states of ``workdir`` as plain data.
+
+    Parameters
+    ----------
+    workdir : str or path-like
+        The workdir.
+    backend : str, optional
+        Also ask this backend's scheduler.
+    workflow : Workflow, optional
+        The workdir's workflow, when the caller has it loaded already
+        (loading a 100,000-task one costs seconds).
+    usage : bool, default=True
+        Sum up what done tasks measured (reads up to 1,000 meta files per
+        task kind); callers that do not show it pass False.
 
     Returns
     -------
@@ -23,7 +37,7 @@ def status_report(workdir, backend: str | None = None) -> dict:
         causes first) and ``usage`` (what done tasks measured, per kind: see
         :func:`mempamal.usage.usage_by_kind`).
     """
-    wf = Workflow.load(workdir)
+    wf = workflow if workflow is not None else Workflow.load(workdir)
     states = wf.status(backend)
     counts: dict[str, Counter] = defaultdict(Counter)
     for tid, state in states.items():
@@ -42,7 +56,7 @@ def status_report(workdir, backend: str | None = None) -> dict:
         "workdir": str(wf.workdir.root), "total": len(states),
         "counts": {k: dict(v) for k, v in counts.items()},
         "states": states, "failures": failures,
-        "usage": usage_by_kind(wf, states),
+        "usage": usage_by_kind(wf, states) if usage else {},
         "failure_groups": [
             {"error_type": fs[0]["error_type"], "error_line": fs[0]["error_line"],
              "scheduler_state": fs[0]["scheduler_state"], "count": len(fs),

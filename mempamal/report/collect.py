@@ -80,7 +80,7 @@ def collect(workdir) -> RunData:
     wf = context.workflow if context is not None else Workflow.load(wd)
     now = time.time()
     # "local": the states the files say; never a scheduler query from a report
-    status = status_report(wd.root, backend="local")
+    status = status_report(wd.root, backend="local", workflow=wf, usage=False)
     states = status["states"]
     # one directory listing, not one stat per task (100,000 tasks, NFS)
     present = wd.existing(Workdir.meta_relative(tid) for tid in states)
