@@ -48,31 +48,21 @@ def usage_by_kind(wf, states: dict[str, str],
     for tid, state in states.items():
         if state == "done":
             done[wf.tasks[tid].kind].append(tid)
-    values: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-    hosts: dict[str, set] = defaultdict(set)
+    out = {}
     for kind, tids in done.items():
         step = max(1, -(-len(tids) // max_per_kind))
-        for tid in tids[::step]:
-            _add(wf, tid, kind, values, hosts)
-    out = {}
-    for kind, fields in values.items():
-        row = {"n": len(fields.pop("n")), "done": len(done[kind]), "hosts": sorted(hosts[kind])}
-        for field, xs in fields.items():
-            row[f"{field}_median"] = statistics.median(xs)
-            row[f"{field}_max"] = max(xs)
+        metas = [m for m in (read_meta(wf.workdir, t) for t in tids[::step]) if m]
+        if not metas:
+            continue
+        row = {"n": len(metas), "done": len(tids),
+               "hosts": sorted({m["host"] for m in metas if m.get("host")})}
+        for field in FIELDS:
+            xs = [float(m[field]) for m in metas if isinstance(m.get(field), (int, float))]
+            if xs:
+                row[f"{field}_median"] = statistics.median(xs)
+                row[f"{field}_max"] = max(xs)
         out[kind] = row
     return out
-
-
-def _add(wf, tid, kind, values, hosts) -> None:
-    meta = read_meta(wf.workdir, tid)
-    if meta:
-        values[kind]["n"].append(1)
-        if meta.get("host"):
-            hosts[kind].add(meta["host"])
-        for field in FIELDS:
-            if isinstance(meta.get(field), (int, float)):
-                values[kind][field].append(float(meta[field]))
 
 
 def usage_rows(usage: dict[str, dict]) -> list[list[str]]:
