@@ -12,7 +12,9 @@ scikit-learn) once per line rather than once per task.
 2. **Lines.** A level is cut into lines, either ``tasks_per_job`` tasks per
    line without crossing a change of downstream tasks (so each outer split's
    fits stay together), or by a ``pack`` function, which balances the work of
-   the whole level over the CPUs (:func:`balanced_lines`, :func:`auto_pack`).
+   the whole level over the CPUs (:func:`balanced_lines`, :func:`auto_pack`),
+   or, when nothing is known of the tasks' durations, by count
+   (:func:`count_pack`: a few waves of lines per CPU).
 3. **Chains** (:func:`fuse_chains`). A unit of one line whose only upstream
    unit is one line feeding nothing else runs in that line, after it.
 
@@ -148,6 +150,30 @@ def auto_pack(tasks, estimates: dict, slots: Callable[[list], int | None],
     def pack(level):
         return balanced_lines(level, [estimates[t] for t in level],
                               slots([tasks[t] for t in level]), min_seconds, max_seconds)
+
+    return pack
+
+
+#: ``count_pack``: lines per CPU for tasks of unknown duration. One wave would
+#: suit equal tasks best; a few leave room for unequal ones to even out, while
+#: a level of 10,000 short tasks still costs only a few interpreters per CPU
+UNTIMED_WAVES = 4
+
+
+def count_pack(tasks, slots: Callable[[list], int | None], waves: int = UNTIMED_WAVES) -> Pack:
+    """A ``pack`` for tasks of unknown duration: ``waves`` lines per slot at most.
+
+    Each level's tasks are cut into ``min(len(level), waves * slots)`` lines of
+    (nearly) equal count. With unknown slots (``slots`` returns None) every
+    task is a line of its own, as without packing: long tasks then spread
+    over whatever the cluster offers.
+    """
+    def pack(level):
+        n_slots = slots([tasks[t] for t in level])
+        if n_slots is None:
+            return [[t] for t in level]
+        n = min(len(level), waves * n_slots)
+        return balanced_lines(level, [1.0] * len(level), n, 0.0, math.inf)
 
     return pack
 

@@ -203,7 +203,7 @@ def test_small_max_array_size_splits_arrays_and_max_parallel_holds(tmp_path):
     X, y = iris()
     exp = Experiment(SVC(), param_grid={"C": [0.1, 10.0]}, cv=2, inner_cv=2)
     wf = exp.compile(tmp_path / "w", X, y, chunk_size=1)  # 4 fits per outer split
-    wf.run("slurm", max_array_size=3, max_parallel=1, **FAST)
+    wf.run("slurm", max_array_size=3, max_parallel=1, tasks_per_job=1, **FAST)
     records = read_records(wf.workdir.backend_dir("slurm") / "jobs.tsv")
     assert [(r.stem, r.array) for r in records] == [
         ("fit-o0.0", "0-2%1"), ("fit-o0.1", "0%1"), ("select-o0", "-"),

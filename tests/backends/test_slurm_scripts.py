@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from mempamal.backends import get_backend
+from mempamal.backends.packing import UNTIMED_WAVES
 from mempamal.backends.slurm import SlurmBackend, scripts
 from mempamal.backends.slurm.commands import (
     Record,
@@ -45,7 +46,8 @@ CASES = {
         max_array_size=3, max_parallel=2, partition="debug", time="1:00:00", mem="2G",
         account="proj-1", qos="normal", gres="gpu:1", cpus_per_task=2,
         setup=["module load python/3.11", "source \"$HOME/venv/bin/activate\""],
-        extra_directives=["--constraint=skylake"], python="python3", job_name="mp")),
+        extra_directives=["--constraint=skylake"], python="python3", job_name="mp",
+        tasks_per_job=1)),
     # no inner CV: one array of fits feeding the aggregate, packed two per element
     "flat": ([0, 0, 0], 1, 1, dict(max_array_size=1001, tasks_per_job=2, python="python3")),
 }
@@ -97,9 +99,9 @@ def test_hostile_workdir_scripts_hold_no_path(hostile_dir):
 
 def test_rewrite_removes_scripts_of_other_options(tmp_path):
     wf = _workflow(tmp_path / "w", [2, 2], 3, 1)
-    wf.write("slurm", max_array_size=2)
+    wf.write("slurm", max_array_size=2, tasks_per_job=1)
     assert (tmp_path / "w" / "slurm" / "fit-o0.2.sbatch").exists()
-    wf.write("slurm", max_array_size=100)
+    wf.write("slurm", max_array_size=100, tasks_per_job=1)
     names = sorted(p.name for p in (tmp_path / "w" / "slurm").iterdir())
     assert "fit-o0.2.sbatch" not in names and "fit-o0.sbatch" in names
 
@@ -288,7 +290,11 @@ def test_auto_packing_bounds_the_work_of_an_element(tmp_path, monkeypatch):
     wf.meta["seconds_per_fit"] = AUTO_JOB_SECONDS * 3  # tasks longer than a minute
     assert fit_lines(_auto_plan(wf, monkeypatch, cpus=2)) == [1] * 40
     wf.meta["seconds_per_fit"] = None  # chunk_size given at compile: nothing timed
-    jobs = _auto_plan(wf, monkeypatch, cpus=2)
+    # by count: UNTIMED_WAVES elements per CPU, of equal count
+    assert fit_lines(_auto_plan(wf, monkeypatch, cpus=2)) == [40 // (2 * UNTIMED_WAVES)] * 8
+    assert fit_lines(_auto_plan(wf, monkeypatch, cpus=1000)) == [1] * 40
+    # untimed and no sinfo: one element per task, one array per outer split
+    jobs = _auto_plan(wf, monkeypatch, cpus=None)
     assert [j.stem for j in jobs] == ["fit-o0", "select-o0", "fit-o1", "select-o1",
                                       "aggregate"]
     assert fit_lines(jobs) == [1] * 40

@@ -136,6 +136,16 @@ def test_write_packs_lines_with_the_slurm_planner(tmp_path, fake_home):
     assert sorted(ids for _, ids in jobs) == sorted(slurm_lines)
     assert len(jobs) < len(tasks)
 
+    # auto with nothing timed (chunk_size given): UNTIMED_WAVES lines per slot by count
+    from mempamal.backends.packing import UNTIMED_WAVES
+
+    [path] = wf.write("soma", n_jobs=1)
+    jobs, _, _ = _line_jobs(path)
+    fits = [ids for _, ids in jobs if ids[0].startswith("fit-")]
+    assert len(fits) == UNTIMED_WAVES and sorted(t for ids in fits for t in ids) == sorted(
+        t for t in tasks if t.startswith("fit-"))
+    assert {len(ids) for ids in fits} == {18 // UNTIMED_WAVES, 18 // UNTIMED_WAVES + 1}
+
     # auto: each level's estimated work balanced over n_jobs lines
     wf.meta["seconds_per_fit"] = 2.0  # 18 fits of 3 candidates: 108 s of fits
     [path] = wf.write("soma", n_jobs=3)

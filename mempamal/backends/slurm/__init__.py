@@ -16,7 +16,7 @@ import time
 from ...lock import run_lock
 from ...workdir import read_meta, write_json
 from ..base import Backend, RunReport, file_status
-from ..packing import auto_pack
+from ..packing import auto_pack, count_pack
 from ..progress import RunProgress
 from . import commands, options, scripts, sizing
 from .commands import ACTIVE_STATES, Record
@@ -87,19 +87,23 @@ class SlurmBackend(Backend):
         """The jobs of ``workflow`` under these options."""
         size = self.opts["max_array_size"] or commands.cluster_max_array_size()
         given = self.opts["tasks_per_job"]
-        estimates = workflow.estimated_seconds() if given == "auto" else None
+        if given != "auto":
+            return plan_jobs(workflow, size, given)
+        estimates = workflow.estimated_seconds()
         if estimates is None:
-            return plan_jobs(workflow, size, 1 if given == "auto" else given)
-        return plan_jobs(workflow, size, pack=self._balanced_packing(workflow, estimates))
+            # nothing timed (a sweep's trials): a few lines per CPU by count
+            return plan_jobs(workflow, size, pack=count_pack(workflow.tasks, self._slots()))
+        return plan_jobs(workflow, size, pack=auto_pack(
+            workflow.tasks, estimates, self._slots(), MIN_JOB_SECONDS, AUTO_JOB_SECONDS))
 
-    def _balanced_packing(self, workflow, estimates):
-        """``tasks_per_job="auto"``: cut each level into about one line per CPU.
+    def _slots(self):
+        """``slots(tasks_of_a_level)``: how many of them the partition runs at once.
 
-        Each array element is a fresh interpreter (~1 s to import
-        scikit-learn), so a level's work is cut into as many lines as the
-        partition has CPUs for its tasks, each holding at least
-        MIN_JOB_SECONDS and at most AUTO_JOB_SECONDS of work, estimated from
-        what the compile timed.
+        ``tasks_per_job="auto"`` cuts each level into lines for that many
+        CPUs: each array element is a fresh interpreter (~1 s to import
+        scikit-learn), so a line holds at least MIN_JOB_SECONDS and at most
+        AUTO_JOB_SECONDS of the work the compile timed, or, untimed, a few
+        lines per CPU by count.
         """
         cpus = commands.cluster_cpus(self.opts["partition"])
         throttle = self.opts["max_parallel"]
@@ -112,7 +116,7 @@ class SlurmBackend(Backend):
                 n = throttle if n is None else min(n, throttle)
             return n
 
-        return auto_pack(workflow.tasks, estimates, slots, MIN_JOB_SECONDS, AUTO_JOB_SECONDS)
+        return slots
 
     def write(self, workflow) -> list:
         """Write ``WORKDIR/slurm/`` (scripts, task files, submit.sh); return the paths."""
