@@ -234,13 +234,13 @@ class SweepResults:
 
 def _ranks(values, mode: str) -> np.ndarray:
     """Rank 1 = best; NaN (and failed, given as NaN) last; ties share the lower rank."""
-    from scipy.stats import rankdata
-
     v = np.asarray(values, dtype=float)
     if mode == "max":
         v = -v
     filled = np.where(np.isnan(v), np.inf, v)
-    return rankdata(filled, method="min").astype(int)
+    # pandas' rank, not scipy's rankdata: importing scipy.stats costs an
+    # aggregate task ~0.9 s, more than ranking 10,000 trials
+    return pd.Series(filled).rank(method="min").to_numpy(dtype=int)
 
 
 def _float(v):
