@@ -20,7 +20,7 @@ import socket
 import time
 from pathlib import Path
 
-from .workdir import write_json
+from .workdir import replace_text
 
 #: seconds between two looks at the slots while waiting for one
 POLL_SECONDS = 0.05
@@ -84,7 +84,9 @@ class MachineSlots:
     # -- the ticket ------------------------------------------------------------
     def _publish(self) -> None:
         self.info["held"] = len(self.held)
-        write_json(self.ticket, self.info)
+        # rewritten at every task: atomic but not fsync-ed (it is only
+        # advice to the other executors, and rebuilt from the locks)
+        replace_text(self.ticket, json.dumps(self.info) + "\n")
 
     def set_waiting(self, waiting: bool) -> None:
         """Say (to younger executors) that this one waits for a slot."""

@@ -90,3 +90,40 @@ def test_a_killed_executor_frees_its_slots(tmp_path):
     listed = subprocess.run([sys.executable, "-m", "mempamal", "queue", "--json"], env=env,
                             capture_output=True, text=True)
     assert json.loads(listed.stdout) == []  # the dead run's ticket is gone
+
+
+def test_the_queued_task_takes_the_slots_of_the_task_that_ends(tmp_path, monkeypatch):
+    """The one task waiting in the pool's queue holds no slot until a worker frees.
+
+    Without this, with every CPU slot taken by this run's own tasks, the queued
+    task could not be handed over before the parent saw a task end, released
+    its slot and took it again: each worker idled between two tasks.
+    """
+    from mempamal import slots
+
+    monkeypatch.setenv("MEMPAMAL_SLOTS_DIR", str(tmp_path / "slots"))
+    monkeypatch.setenv("MEMPAMAL_CPU_SLOTS", "2")
+    acquired, held, peak = [], set(), [0]
+    real_acquire, real_release = slots.MachineSlots.try_acquire, slots.MachineSlots.release
+
+    def try_acquire(self, cpus, gpus=()):
+        names = real_acquire(self, cpus, gpus)
+        acquired.append(names)
+        held.update(names or [])
+        peak[0] = max(peak[0], len(held))
+        return names
+
+    def release(self, names):
+        held.difference_update(names)
+        real_release(self, names)
+
+    monkeypatch.setattr(slots.MachineSlots, "try_acquire", try_acquire)
+    monkeypatch.setattr(slots.MachineSlots, "release", release)
+    wf = _compile(tmp_path / "w", delay=0.02)  # 10 tasks
+    assert wf.run("local", n_jobs=2, progress=False).ok
+    assert all(read_meta(wf.workdir, t)["state"] == "done" for t in wf.tasks)
+    metas = [read_meta(wf.workdir, t) for t in wf.tasks]
+    assert _max_concurrency([(m["start"], m["end"]) for m in metas]) <= 2
+    assert peak[0] == 2 and not held  # never more than the machine's slots; all given back
+    # the two first tasks took slots; the others mostly inherited theirs
+    assert len([a for a in acquired if a]) < len(wf.tasks) / 2, acquired

@@ -103,6 +103,9 @@ class _DagRun:
         self.free_gpus = machine_gpus()
         self.held: dict[Future, list[str]] = {}
         self.slot_of: dict[Future, list[str]] = {}  # machine slots of each task in flight
+        # (future, CPUs it needs) of the queued task that takes the slots of
+        # the first task to end (see _can_borrow)
+        self.borrower: tuple[Future, int] | None = None
         # depth in the DAG (0 for tasks without dependencies), in workflow order
         self.order, self.depth = {}, {}
         for k, (tid, t) in enumerate(workflow.tasks.items()):
@@ -213,6 +216,15 @@ class _DagRun:
                 if len(running) - on_gpu >= n_jobs - on_gpu + (0 if on_gpu else 1):
                     deferred.append(prio)
                     break
+                if len(running) >= n_jobs and self._can_borrow(task, running):
+                    # the one queued task: it can only start when one of ours
+                    # ends, so it takes that task's slots then (see _release)
+                    # instead of waiting here for the parent to pass them on
+                    fut = self._start(pool, tid)
+                    running[fut] = tid
+                    self.slot_of[fut] = []
+                    self.borrower = (fut, self._cpus(task))
+                    continue
                 slots = self._acquire(task, [])
                 if slots is None:
                     deferred.append(prio)
@@ -227,20 +239,46 @@ class _DagRun:
             self.slots.set_waiting(blocked and len(running) < n_jobs)
         return blocked
 
+    def _cpus(self, task) -> int:
+        return min(int(task.resources.get("cpus") or 1), self.slots.n_cpus)
+
     def _acquire(self, task, gpus: list[str]) -> list[str] | None:
         if self.slots is None:
             return []
-        cpus = min(int(task.resources.get("cpus") or 1), self.slots.n_cpus)
-        return self.slots.try_acquire(cpus, gpus)
+        return self.slots.try_acquire(self._cpus(task), gpus)
+
+    def _can_borrow(self, task, running: dict) -> bool:
+        """Whether ``task`` may wait in the pool's queue holding no slot yet.
+
+        Only with shared slots, one such task at a time, and when every task
+        in flight holds at least the CPUs it needs, so that whichever ends
+        first frees enough for it.
+        """
+        if self.slots is None or self.borrower is not None:
+            return False
+        need = self._cpus(task)
+        return all(len([n for n in self.slot_of[f] if n.startswith("cpu-")]) >= need
+                   for f in running if f not in self.held)
 
     def _release(self, fut) -> None:
         names = self.slot_of.pop(fut, [])
-        if self.slots is not None:
-            if names:
-                self.slots.release(names)
-            self.slots.task_done()
+        if self.slots is None:
+            return
+        if self.borrower is not None and self.borrower[0] is not fut and names:
+            # the queued task now runs on the worker ``fut`` left: hand over
+            borrower, need = self.borrower
+            cpus = [n for n in names if n.startswith("cpu-")]
+            self.slot_of[borrower] = cpus[:need]
+            names = [n for n in names if n not in cpus[:need]]
+            self.borrower = None
+        elif self.borrower is not None and self.borrower[0] is fut:
+            self.borrower = None
+        if names:
+            self.slots.release(names)
+        self.slots.task_done()
 
     def _release_all(self) -> None:
+        self.borrower = None
         for fut in list(self.slot_of):
             names = self.slot_of.pop(fut)
             if self.slots is not None and names:
