@@ -142,7 +142,11 @@ def check_inputs(ctx, task) -> None:
     wd = ctx.workdir
     dep_tasks = [ctx.workflow.tasks[d] for d in task.deps]
     present = wd.existing(rel for t in dep_tasks for rel in t.outputs)
-    missing = [t.id for t in dep_tasks if not all(rel in present for rel in t.outputs)]
+    soft = set(task.soft_deps)
+    # a soft dependency's outputs may be missing: it ended without them
+    # (killed, timed out), which the task reads as a failure
+    missing = [t.id for t in dep_tasks
+               if t.id not in soft and not all(rel in present for rel in t.outputs)]
     if missing:
         raise MissingInputError(
             f"task {task.id!r} cannot run yet: dependencies not done: {missing[:5]}"

@@ -37,6 +37,11 @@ class Task:
         Files it produces, relative to the workdir.
     deps : list of str
         Ids of the tasks whose outputs it reads.
+    soft_deps : list of str
+        Those of ``deps`` that need only have ended, done or not: the task
+        runs after them and takes a missing output as a failure to report (a
+        model-based search's ``suggest`` after its round's trials, one of
+        which may have been killed). SLURM's ``afterany``.
     resources : dict
         Hints backends translate: ``cpus``, ``mem_mb``, ``time_min``, ``gpus``.
     args : dict
@@ -53,6 +58,15 @@ class Task:
     resources: dict = field(default_factory=dict)
     args: dict = field(default_factory=dict)
     prefix: tuple = ()
+    soft_deps: list = field(default_factory=list)
+
+    @property
+    def hard_deps(self) -> list[str]:
+        """The dependencies that must be done (their outputs present) first."""
+        if not self.soft_deps:
+            return self.deps
+        soft = set(self.soft_deps)
+        return [d for d in self.deps if d not in soft]
 
     @property
     def argv(self) -> list[str]:
@@ -76,11 +90,14 @@ class Task:
         return argv
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "id": self.id, "kind": self.kind, "argv": self.argv,
             "outputs": self.outputs, "deps": self.deps,
             "resources": self.resources, "args": self.args,
         }
+        if self.soft_deps:
+            d["soft_deps"] = self.soft_deps
+        return d
 
 
 def command_prefix(python: str | None = None) -> tuple[str, ...]:
@@ -98,7 +115,7 @@ def _task_from_dict(d: dict, shared: dict) -> Task:
     res_key = tuple(sorted(res.items()))
     return Task(d["id"], d["kind"], d["outputs"], d.get("deps") or [],
                 shared.setdefault(res_key, res), d.get("args") or {},
-                shared.setdefault(prefix, prefix))
+                shared.setdefault(prefix, prefix), d.get("soft_deps") or [])
 
 
 class Workflow:
@@ -187,6 +204,9 @@ class Workflow:
             for d in t.deps:
                 if d not in self.tasks:
                     raise ValidationError(f"task {t.id!r} depends on unknown task {d!r}")
+            if not set(t.soft_deps) <= set(t.deps):
+                raise ValidationError(f"task {t.id!r}: soft_deps {t.soft_deps!r} are not "
+                                      f"all in its deps {t.deps!r}")
         import networkx as nx
 
         if not nx.is_directed_acyclic_graph(self.graph):
@@ -199,6 +219,24 @@ class Workflow:
         out = set(ids)
         for tid in ids:
             out.update(nx.descendants(self.graph, tid))
+        return out
+
+    def blocked_by(self, failed) -> set[str]:
+        """``failed`` and every task that cannot run without them, transitively.
+
+        Only hard dependencies block: a task that needs ``failed`` only to
+        have ended (``soft_deps``) still runs, as does what follows it.
+        """
+        users: dict[str, list[str]] = {}
+        for t in self.tasks.values():
+            for d in t.hard_deps:
+                users.setdefault(d, []).append(t.id)
+        out, stack = set(failed), list(failed)
+        while stack:
+            for u in users.get(stack.pop(), ()):
+                if u not in out:
+                    out.add(u)
+                    stack.append(u)
         return out
 
     # -- state ---------------------------------------------------------------

@@ -59,3 +59,22 @@ def branin_curve(x, y, act, trial, n_steps=6):
 def neg_branin(x, y, act, trial):
     """A score to maximise; the repeat (``trial.seed``) reorders the candidates."""
     return {"score": -branin(x, y, act)["loss"] - trial.seed * 40 * math.cos(2 * x)}
+
+
+#: a candidate with this x kills its own process (SIGKILL: no result, no
+#: error message, as the OOM killer or a time limit would) while the file
+#: KILL_FLAG exists in the workdir
+KILL_X = 7.5
+KILL_FLAG = "kill-me"
+
+
+def branin_killed(x, y, act, trial):
+    """:func:`branin`, except that ``x == KILL_X`` dies while the workdir has KILL_FLAG."""
+    import os
+    import signal
+    from pathlib import Path
+
+    workdir = Path(trial.dir).parents[1]  # WORKDIR/trials/NAME
+    if x == KILL_X and (workdir / KILL_FLAG).exists():
+        os.kill(os.getpid(), signal.SIGKILL)
+    return branin(x, y, act)

@@ -50,8 +50,12 @@ SAMPLERS = {
 }
 
 
-def oracle(search, n_iter, batch, seed, enqueued=()):
-    """Rows one live Optuna study asks and is told, in rounds of ``batch``."""
+def oracle(search, n_iter, batch, seed, enqueued=(), killed=False):
+    """Rows one live Optuna study asks and is told, in rounds of ``batch``.
+
+    ``killed``: a candidate with ``x == KILL_X`` is told FAIL (its trial
+    was killed), and its row holds what it computes when run again later.
+    """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="minimize", sampler=SAMPLERS[search](seed))
     for params in enqueued:
@@ -62,6 +66,12 @@ def oracle(search, n_iter, batch, seed, enqueued=()):
         for trial in asked:
             try:
                 loss = adaptive_funcs.branin(**trial.params)["loss"]
+                if killed and trial.params["x"] == adaptive_funcs.KILL_X:
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    rows.append({"round": r, **{f"param_{k}": v for k, v in
+                                                trial.params.items()},
+                                 "loss": loss, "state": "done"})
+                    continue
             except ValueError:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 loss, state = np.nan, "failed"
@@ -218,6 +228,72 @@ def test_kill_then_resume_gives_the_uninterrupted_table(tmp_path):
         assert (root / suggest_output(r)).read_bytes() == content
 
 
+# -- a killed trial -----------------------------------------------------------------
+#: 6 candidates first, rounds of 4: the 6th, in round 1, is killed
+KILLED_GIVEN = [*({"x": float(x), "y": 2.0, "act": "relu"} for x in (-4, -2, 0, 2, 4)),
+                {"x": adaptive_funcs.KILL_X, "y": 1.0, "act": "tanh"}]
+
+
+def killed_trial_sweep():
+    return _sweep("tpe", seed=1, n_iter=12, func=adaptive_funcs.branin_killed,
+                  candidates=KILLED_GIVEN)
+
+
+def check_killed_trial_then_resume(wf, backend, **options):
+    """Run with trial 5 killed: the later rounds run; resume then runs it again.
+
+    The search goes on after a trial killed without output: the next round's
+    suggest runs once its round has ended (a soft dependency; SLURM's
+    ``afterany``) and tells Optuna that trial failed; only the aggregate,
+    which needs every trial, waits for a resume.
+    """
+    from mempamal import TaskFailedError
+
+    root = wf.workdir.root
+    (root / adaptive_funcs.KILL_FLAG).write_text("")
+    with pytest.raises(TaskFailedError) as info:
+        wf.run(backend, progress=False, **options)
+    assert "trial-05" in str(info.value)
+    done = wf.done()
+    assert {"suggest-r1", "suggest-r2"} <= done, sorted(set(wf.tasks) - done)
+    assert set(wf.tasks) - done == {"trial-05", "aggregate"}
+    partial = load_results(root, partial=True).trials
+    assert 5 not in set(partial["trial"]) and len(partial) == 11
+    (root / adaptive_funcs.KILL_FLAG).unlink()
+    wf.run(backend, progress=False, **options)
+    res = load_results(root)
+    # what a live study is told when trial 5 fails in round 1; its row then
+    # holds what it computed when run again
+    _check_against_oracle(res, oracle("tpe", 12, 4, 1, enqueued=KILLED_GIVEN, killed=True))
+    t = res.trials
+    assert t.loc[5, "round"] == 1 and t.loc[5, "attempt"] > 1
+    assert (t.drop(index=5)["attempt"] == 1).all()
+    return res
+
+
+def test_a_killed_trial_does_not_stop_the_search_and_resume_runs_it(tmp_path):
+    # one worker: the local executor cannot tell which of the tasks running
+    # when a worker died killed it, and counts the death against each
+    wf = killed_trial_sweep().compile(tmp_path / "w")
+    check_killed_trial_then_resume(wf, "local", n_jobs=1)
+
+
+def test_soft_dependencies_are_kept_and_do_not_block(tmp_path):
+    from mempamal.workflow import Workflow
+
+    killed_trial_sweep().compile(tmp_path / "w")
+    again = Workflow.load(tmp_path / "w")
+    for r in (1, 2):
+        s = again.tasks[f"suggest-r{r}"]
+        trials = [t.id for t in again.tasks.values() if t.deps == [f"suggest-r{r - 1}"]]
+        assert s.soft_deps == trials and s.hard_deps == [f"suggest-r{r - 1}"]
+    assert again.tasks["aggregate"].soft_deps == []
+    blocked = again.blocked_by(["trial-05"])
+    assert blocked == {"trial-05", "aggregate"}
+    # a suggest that fails blocks everything after it
+    assert {"trial-08", "suggest-r2", "aggregate"} <= again.blocked_by(["suggest-r1"])
+
+
 # -- backends ----------------------------------------------------------------------
 
 
@@ -231,6 +307,28 @@ def test_dask_gives_the_local_table(tmp_path):
     got = load_results(tmp_path / "dask")
     assert _table(got).equals(_table(local))
     _check_against_oracle(got, oracle("tpe", 8, 4, 4))
+
+
+@pytest.mark.slow
+@pytest.mark.dask
+@requires_or_fail(has_module("distributed"), "dask.distributed is not installed")
+def test_dask_a_killed_trial_does_not_stop_the_search(tmp_path):
+    wf = killed_trial_sweep().compile(tmp_path / "w")
+    # Dask gives the trial to a new worker a few times, then fails it (KilledWorker)
+    check_killed_trial_then_resume(wf, "dask", n_jobs=2)
+
+
+@pytest.mark.slow
+@pytest.mark.soma
+@requires_or_fail(has_module("soma_workflow"), "soma-workflow not installed")
+def test_soma_a_killed_trial_job_does_not_stop_the_search(tmp_path, monkeypatch):
+    """Soma-Workflow has no "after any": the next suggest runs in the driver's next round."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("SOMA_WORKFLOW_CONFIG", raising=False)
+    wf = killed_trial_sweep().compile(tmp_path / "w")
+    check_killed_trial_then_resume(wf, "soma", n_jobs=2, refreshment_interval=0.1)
 
 
 # -- bad input ---------------------------------------------------------------------

@@ -97,6 +97,7 @@ class _DagRun:
             for d in t.deps:
                 self.children.setdefault(d, []).append(tid)
         self.report = RunReport()
+        self.since = time.time()  # a meta record older than this is another run's
         self.deaths: dict[str, int] = {}
         # GPU tasks get devices of their own, in a fresh interpreter each
         # (CUDA reads CUDA_VISIBLE_DEVICES once per process)
@@ -310,11 +311,11 @@ class _DagRun:
         self.bar.advance(outcome.ok)
         if not outcome.ok:
             self.report.failures[tid] = outcome.error or "failed"
-            blocked = self.wf.downstream([tid]) - {tid}
+            blocked = self.wf.blocked_by([tid]) - {tid}
             skipped = [b for b in blocked if self.waiting.pop(b, None) is not None]
             self.report.not_run.extend(skipped)
             self.bar.skip(len(skipped))
-            return []
+            # what needs it only to have ended (soft_deps) goes on below
         ready = []
         for child in self.children.get(tid, []):
             deps = self.waiting.get(child)
@@ -339,9 +340,16 @@ class _DagRun:
         return sorted(missing)
 
     def _worker_died(self, tid: str, running: dict) -> None:
-        """Put in-flight tasks back; fail those that broke a worker too often."""
+        """Put in-flight tasks back; fail those that broke a worker too often.
+
+        A task counts a death only if it had started (its meta record says
+        running): the task queued behind the others never ran, it cannot be
+        what killed the worker.
+        """
         for other in [tid, *running.values()]:
-            self.deaths[other] = self.deaths.get(other, 0) + 1
+            meta = read_meta(self.wf.workdir, other) or {}
+            started = meta.get("state") == "running" and meta.get("start", 0) >= self.since
+            self.deaths[other] = self.deaths.get(other, 0) + started
             if self.deaths[other] >= MAX_WORKER_DEATHS:
                 self._finished(other, TaskOutcome(
                     other, False, error="its worker process died (killed, out of "

@@ -178,18 +178,32 @@ def count_pack(tasks, slots: Callable[[list], int | None], waves: int = UNTIMED_
     return pack
 
 
-def line_deps(lines, tasks) -> list[set[int]]:
-    """For each line, the indices of the lines holding the tasks it reads from."""
+def line_deps(lines, tasks, which: str = "deps") -> list[set[int]]:
+    """For each line, the indices of the lines holding the tasks it reads from.
+
+    ``which="soft_deps"``: only those it needs to have ended (see
+    :attr:`Task.soft_deps`), and only where no hard dependency joins the same
+    lines.
+    """
     line_of = {tid: k for k, line in enumerate(lines) for tid in line}
-    return [{line_of[d] for tid in line for d in tasks[tid].deps if d in line_of} - {k}
+
+    def upstream(line, k, attr):
+        return {line_of[d] for tid in line for d in getattr(tasks[tid], attr)
+                if d in line_of} - {k}
+
+    if which == "deps":
+        return [upstream(line, k, "deps") for k, line in enumerate(lines)]
+    return [upstream(line, k, "soft_deps") - upstream(line, k, "hard_deps")
             for k, line in enumerate(lines)]
 
 
-def fuse_chains(runs, run_deps) -> None:
+def fuse_chains(runs, run_deps, soft_deps=None) -> None:
     """Move a one-line run into its only upstream run, when that one is one line
     feeding only it (in place; emptied runs are left empty).
 
-    A run is a list of lines (one job); ``run_deps[r]`` the runs it reads from.
+    A run is a list of lines (one job); ``run_deps[r]`` the runs it reads from,
+    ``soft_deps[r]`` those of them it needs only to have ended: such a run
+    stays apart, so that it still runs when its upstream job is killed.
     Saves an interpreter start and a scheduler round trip (for nested CV: the
     aggregate runs after the selects).
     """
@@ -201,13 +215,18 @@ def fuse_chains(runs, run_deps) -> None:
         if len(runs[r]) != 1 or len(run_deps[r]) != 1:
             continue
         (up,) = run_deps[r]
+        if soft_deps is not None and up in soft_deps[r]:
+            continue
         if len(runs[up]) == 1 and users[up] == {r}:
             runs[up][0].extend(runs[r][0])
             runs[r] = []
             users[up] = users.pop(r)
-            for u in users[up]:
+            for u in users[up]:  # they read from r only: up is what r was to them
                 run_deps[u].discard(r)
                 run_deps[u].add(up)
+                if soft_deps is not None and r in soft_deps[u]:
+                    soft_deps[u].discard(r)
+                    soft_deps[u].add(up)
             run_deps[r] = set()
 
 
@@ -221,7 +240,7 @@ def chained_lines(tasks, tasks_per_job: int = 1,
     lines = level_lines(tasks, tasks_per_job, pack)
     runs = [[line] for line in lines]
     deps = line_deps(lines, tasks)
-    fuse_chains(runs, deps)
+    fuse_chains(runs, deps, line_deps(lines, tasks, "soft_deps"))
     kept = [r for r in range(len(runs)) if runs[r]]
     index = {r: k for k, r in enumerate(kept)}
     return [runs[r][0] for r in kept], [{index[d] for d in deps[r]} for r in kept]

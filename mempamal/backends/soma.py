@@ -239,8 +239,10 @@ class SomaBackend(Backend):
                         f"soma-workflow ended without running {len(left)} task(s) "
                         f"({[t.id for t in left[:5]]}...); see {self._last_run_dir}/driver.log")
                 # what soma did not start because a line it waited for failed,
-                # although none of its own inputs come from a failed task
-                blocked = _downstream_of(workflow, set(report.failures))
+                # although none of its own inputs come from a failed task (or
+                # it needs a failed task only to have ended: soma-workflow has
+                # no "after any", so such a task runs in the next round)
+                blocked = workflow.blocked_by(set(report.failures))
                 todo = [t for t in left if t.id not in blocked]
                 if not todo:
                     break
@@ -358,10 +360,10 @@ class SomaBackend(Backend):
 
 
 def _inputs_ready(workflow, task) -> bool:
-    """Whether every dependency of ``task`` has its outputs (it could have run)."""
+    """Whether every hard dependency of ``task`` has its outputs (it could have run)."""
     wd = workflow.workdir
     return all(len(wd.existing(workflow.tasks[d].outputs)) == len(workflow.tasks[d].outputs)
-               for d in task.deps)
+               for d in task.hard_deps)
 
 
 def _write_light_config(run_dir: Path, n_jobs: int, interval: float) -> None:
@@ -423,21 +425,6 @@ def _drive(spec, run_dir: Path, env: dict):
     if not ended:
         raise BackendError(f"the soma-workflow driver exited with status {code} before "
                            f"the end of the workflow: {tail_text(run_dir / 'driver.log').strip()}")
-
-
-def _downstream_of(workflow, failed: set) -> set:
-    """``failed`` and every task that reads, directly or not, from one of them."""
-    users: dict[str, list[str]] = {}
-    for t in workflow.tasks.values():
-        for d in t.deps:
-            users.setdefault(d, []).append(t.id)
-    out, stack = set(failed), list(failed)
-    while stack:
-        for u in users.get(stack.pop(), ()):
-            if u not in out:
-                out.add(u)
-                stack.append(u)
-    return out
 
 
 def _line_stderr(run_dir: Path, line, tid: str) -> str:

@@ -344,3 +344,58 @@ def test_compile_records_the_timing_that_auto_packing_uses(tmp_path):
     assert timed.meta["seconds_per_fit"] > 0
     fixed = small_grid_experiment().compile(tmp_path / "b", X, y, chunk_size=1)
     assert fixed.meta["seconds_per_fit"] is None
+
+
+def test_soft_dependencies_are_afterany_in_the_plan_and_in_submit_sh(tmp_path, monkeypatch):
+    """A search's next suggest waits ``afterany`` on its round, ``afterok`` on the last suggest.
+
+    submit.sh is run with an ``sbatch`` on PATH that logs its arguments and
+    answers a job id, as the real one does with ``--parsable``.
+    """
+    import sweep_funcs
+    from scipy.stats import uniform
+
+    from mempamal import Sweep
+    from mempamal.backends.slurm.scripts import dependency_option
+
+    sweep = Sweep(f"{sweep_funcs.__file__}:quadratic",
+                  param_distributions={"x": uniform(0, 1), "y": uniform(0, 1)},
+                  search="qmc", n_iter=4, batch_size=2, random_state=0, metric="loss",
+                  mode="min")
+    wf = sweep.compile(tmp_path / "w")
+    jobs = {j.stem: j for j in SlurmBackend(tasks_per_job=1, max_array_size=100).plan(wf)}
+    suggest = next(j for s, j in jobs.items() if s.startswith("suggest-r1"))
+    trials_r0 = [s for s, j in jobs.items() if "trial-0" in j.task_ids]
+    assert suggest.soft_deps == trials_r0 and set(trials_r0) < set(suggest.deps)
+    assert dependency_option(["a", "any:b", "c"], {"a": "1", "b": "2", "c": "3"}) == \
+        "afterok:1:3,afterany:2"
+    assert dependency_option(["any:b"], {"b": "2"}) == "afterany:2"
+    assert dependency_option(["a", "any:b"], {}) is None
+
+    wf.write("slurm", tasks_per_job=1, max_array_size=100)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "sbatch.log"
+    fake = bin_dir / "sbatch"
+    fake.write_text('#!/bin/bash\nn=$(( $(wc -l < "$LOG" 2>/dev/null || echo 0) + 100 ))\n'
+                    'printf "%s %s\\n" "$n" "$*" >> "$LOG"\necho "$n"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("LOG", str(log))
+    subprocess.run(["bash", str(tmp_path / "w" / "slurm" / "submit.sh")], check=True,
+                   capture_output=True)
+    ids = {}
+    deps = {}
+    for line in log.read_text().splitlines():
+        job_id, *args = line.split()
+        stem = Path(args[-1]).stem
+        ids[stem] = job_id
+        deps[stem] = next((a.split("=", 1)[1] for a in args if a.startswith("--dependency=")),
+                          None)
+    # suggest-r1: after suggest-r0 succeeded and round 0's trial jobs ended
+    suggest_r0 = next(s for s in ids if s.startswith("suggest-r0"))
+    assert deps[suggest.stem] == (f"afterok:{ids[suggest_r0]},afterany:"
+                                  + ":".join(ids[s] for s in trials_r0))
+    # the trials of round 1 need suggest-r1 to have succeeded
+    trial_r1 = next(s for s, j in jobs.items() if "trial-2" in j.task_ids)
+    assert deps[trial_r1] == f"afterok:{ids[suggest.stem]}"

@@ -104,36 +104,60 @@ class _DaskRun:
         self.corrupt: list[str] = []  # tasks that found (and deleted) a corrupt input
 
     def execute(self) -> RunReport:
-        futures = self._submit()
-        tids = {f.key: tid for tid, f in futures.items()}
+        self.nonce = uuid.uuid4().hex[:8]
+        self.pending = {t.id for t in self.todo}
+        self.futures: dict = {}
+        self.held = list(self.todo)  # not submitted yet (see _release)
+        self.ended: set[str] = set()
+        self._release()
+        tids = {f.key: tid for tid, f in self.futures.items()}
+        ended = distributed.as_completed(list(self.futures.values()), loop=self.client.loop)
         try:
-            for fut in distributed.as_completed(list(futures.values()), loop=self.client.loop):
-                ok = self._record(tids[fut.key], fut)
+            for fut in ended:
+                tid = tids[fut.key]
+                ok = self._record(tid, fut)
                 if ok is not None:
                     self.bar.advance(ok)
+                self.ended.add(tid)
+                for new_tid, new in self._release():
+                    tids[new.key] = new_tid
+                    ended.add(new)
         except BaseException:
             # Ctrl-C: drop what has not started; a cluster mempamal
             # started is closed next, which stops the rest
-            self.client.cancel(list(futures.values()))
+            self.client.cancel(list(self.futures.values()))
             raise
-        self._explain(futures)
+        self._explain(self.futures)
         return self.report
 
-    def _submit(self) -> dict:
-        """One future per pending task (topological order), keyed by task id + run nonce.
+    def _release(self) -> list:
+        """Submit the held tasks that may go now; return their ``(id, future)``.
 
-        The nonce and ``pure=False`` make every run compute afresh, never
-        reusing a result Dask remembers from an earlier run.
+        A future per pending task (topological order), keyed by task id + run
+        nonce; the nonce and ``pure=False`` make every run compute afresh,
+        never reusing a result Dask remembers from an earlier run. A failed
+        future fails every future given it as an argument, so a task that
+        needs a dependency only to have ended (``soft_deps``) is held back
+        here until that one ends, and submitted without it.
         """
-        nonce = uuid.uuid4().hex[:8]
         root = str(self.wf.workdir.root)
-        futures = {}
-        for task in self.todo:
-            deps = [futures[d] for d in task.deps if d in futures]  # done deps: no future
-            futures[task.id] = self.client.submit(
-                run_on_worker, root, task.id, *deps, key=f"{task.id}-{nonce}", pure=False,
-                resources=self.needs.get(task.id) or None)
-        return futures
+        new, still = [], []
+        for task in self.held:
+            soft = set(task.soft_deps)
+            ready = all(d in self.ended or d not in self.pending for d in soft) and all(
+                d in self.futures or d not in self.pending for d in task.deps if d not in soft)
+            if not ready:
+                still.append(task)
+                continue
+            deps = [self.futures[d] for d in task.deps  # done deps: no future
+                    if d in self.futures and d not in soft]
+            fut = self.client.submit(
+                run_on_worker, root, task.id, *deps, key=f"{task.id}-{self.nonce}",
+                pure=False, resources=self.needs.get(task.id) or None)
+            self.futures[task.id] = fut
+            new.append((task.id, fut))
+        self.held = still
+        return new
 
     def _record(self, tid: str, fut) -> bool | None:
         """Record a finished future; return ok/failed, or None if it did not run."""
@@ -170,7 +194,7 @@ class _DaskRun:
             if task.id not in self.unexplained:
                 continue
             exc = self.unexplained[task.id]
-            if any(d in bad for d in task.deps):
+            if any(d in bad for d in task.hard_deps):
                 self.report.not_run.append(task.id)
             else:
                 fut = futures[task.id]

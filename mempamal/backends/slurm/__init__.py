@@ -165,10 +165,9 @@ class SlurmBackend(Backend):
                 argv = [f"--chdir={wd.root}"]
                 if job.array:
                     argv.append(f"--array={spec}")
-                dep_ids = [submitted[d] for d in deps if d in submitted]
-                if dep_ids:
-                    argv += [f"--dependency=afterok:{':'.join(dep_ids)}",
-                             "--kill-on-invalid-dep=yes"]
+                dependency = scripts.dependency_option(deps, submitted)
+                if dependency:
+                    argv += [f"--dependency={dependency}", "--kill-on-invalid-dep=yes"]
                 argv.append(str(wd.backend_dir("slurm") / f"{job.stem}.sbatch"))
                 submitted[job.stem] = commands.sbatch(argv)
                 records.append(Record(submitted[job.stem], job.stem, spec))

@@ -61,12 +61,16 @@ class Job:
         Stems of the jobs it waits for.
     array : bool
         Whether it is submitted as an array job.
+    soft_deps : list of str
+        Those of ``deps`` it needs only to have ended (``afterany``), not to
+        have succeeded (``afterok``).
     """
 
     stem: str
     lines: list
     deps: list = field(default_factory=list)
     array: bool = True
+    soft_deps: list = field(default_factory=list)
 
     @property
     def task_ids(self) -> list[str]:
@@ -94,22 +98,26 @@ def plan_jobs(workflow, max_array_size: int, tasks_per_job: int = 1,
     job_of: dict[str, int] = {}  # task id -> index into ``runs``
     runs: list[list[list[str]]] = []  # each run: the lines of one future job (or pieces)
     run_deps: list[set[int]] = []
+    run_soft: list[set[int]] = []  # the upstream runs needed only to have ended
     for level in levels(tasks):
         lines = pack(level) if pack is not None else fixed_lines(level, tasks_per_job, down)
         key_of_previous = None
         for line in lines:
             deps = {job_of[d] for tid in line for d in tasks[tid].deps}
-            key = (frozenset(deps), down(line))
+            soft = ({job_of[d] for tid in line for d in tasks[tid].soft_deps}
+                    - {job_of[d] for tid in line for d in tasks[tid].hard_deps})
+            key = (frozenset(deps), frozenset(soft), down(line))
             if key != key_of_previous:
                 runs.append([])
                 run_deps.append(deps)
+                run_soft.append(soft)
                 key_of_previous = key
             runs[-1].append(line)
             for tid in line:
                 job_of[tid] = len(runs) - 1
     names = [common_prefix(run) for run in runs]  # before chains merge kinds
-    fuse_chains(runs, run_deps)
-    return _jobs(runs, run_deps, names, tasks, max_array_size)
+    fuse_chains(runs, run_deps, run_soft)
+    return _jobs(runs, run_deps, run_soft, names, tasks, max_array_size)
 
 
 def _check_ids(tasks) -> None:
@@ -130,7 +138,7 @@ def _check_ids(tasks) -> None:
 
 
 
-def _jobs(runs, run_deps, bases, tasks, max_array_size) -> list[Job]:
+def _jobs(runs, run_deps, run_soft, bases, tasks, max_array_size) -> list[Job]:
     """Runs -> named jobs (cut at ``max_array_size``), in dependency order."""
     order = {tid: k for k, tid in enumerate(tasks)}
     live = [r for r in range(len(runs)) if runs[r]]
@@ -159,8 +167,9 @@ def _jobs(runs, run_deps, bases, tasks, max_array_size) -> list[Job]:
     jobs = []
     for r in ordered:
         deps = [s for d in sorted(run_deps[r], key=position.get) for s in stems_of[d]]
+        soft = [s for d in sorted(run_soft[r], key=position.get) for s in stems_of[d]]
         for stem, piece in zip(stems_of[r], pieces[r]):
-            jobs.append(Job(stem, piece, deps, array=len(runs[r]) > 1))
+            jobs.append(Job(stem, piece, deps, array=len(runs[r]) > 1, soft_deps=soft))
     return jobs
 
 

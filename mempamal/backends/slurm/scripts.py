@@ -144,11 +144,29 @@ def script_text(job: Job, workflow, opts: dict, run_id: str, sizing=None) -> str
 
 
 def submission_args(job: Job, indices=None, throttle=None) -> tuple[str, list[str]]:
-    """``(array spec or "-", dependency stems)`` of a job (all its elements by default)."""
+    """``(array spec or "-", dependency stems)`` of a job (all its elements by default).
+
+    A stem the job needs only to have ended (``afterany``) is written ``any:STEM``.
+    """
+    soft = set(job.soft_deps)
+    deps = [f"any:{d}" if d in soft else d for d in job.deps]
     if not job.array:
-        return "-", list(job.deps)
+        return "-", deps
     idx = range(len(job.lines)) if indices is None else indices
-    return array_spec(idx, throttle), list(job.deps)
+    return array_spec(idx, throttle), deps
+
+
+def dependency_option(deps: list[str], job_ids: dict[str, str]) -> str | None:
+    """``afterok:1:2,afterany:3`` for ``deps`` (stems, ``any:STEM`` soft) with ids.
+
+    Stems without an id (not submitted: their tasks are done) are left out;
+    None when nothing is left.
+    """
+    ok = [job_ids[d] for d in deps if d in job_ids]
+    any_ = [job_ids[d[4:]] for d in deps if d.startswith("any:") and d[4:] in job_ids]
+    parts = ([f"afterok:{':'.join(ok)}"] if ok else []) + (
+        [f"afterany:{':'.join(any_)}"] if any_ else [])
+    return ",".join(parts) or None
 
 
 def submit_text(jobs: list[Job], opts: dict, run_id: str) -> str:

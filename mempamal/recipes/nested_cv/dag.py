@@ -61,8 +61,10 @@ def build_adaptive_tasks(n_inner: list[int], n_candidates: int, batch_size: int,
         for r, cands in enumerate(rounds):
             suggest = f"suggest-{name}-r{r}"
             deps = previous + ([f"suggest-{name}-r{r - 1}"] if r else [])
+            # the round's fits need only have ended: a killed one is a failed
+            # candidate to Optuna, not the end of the search
             tasks.append(Task(suggest, "suggest", [suggest_output(o, r)], deps, suggest_res,
-                              {"o": o, "round": r}, prefix))
+                              {"o": o, "round": r}, prefix, soft_deps=list(previous)))
             chunked = [cands[k:k + chunk_size] for k in range(0, len(cands), chunk_size)]
             previous = []
             for i in range(n_i):

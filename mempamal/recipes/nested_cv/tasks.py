@@ -236,7 +236,8 @@ def run_suggest(ctx: TaskContext, task) -> None:
 
     Optuna is told, for each candidate of the earlier rounds, the mean of
     its inner test scores of the refit metric (what ``GridSearchCV`` ranks),
-    maximised; a candidate whose mean is NaN (a failed fit) is told FAIL.
+    maximised; a candidate whose mean is NaN (a failed fit, or a fit task
+    killed without output) is told FAIL.
     Everything read is final once the dependencies are done and Optuna is
     seeded: run again after a crash, the task writes the same file.
     """
@@ -252,7 +253,10 @@ def run_suggest(ctx: TaskContext, task) -> None:
         metric = spec["scorer_names"][0]
     scores = np.full((n_known, ctx.splits.n_inner(o)), np.nan)
     for prev in _fits_of_earlier_rounds(ctx, o, r):
-        doc = read_json(ctx.workdir.path(prev.outputs[0]))
+        try:
+            doc = read_json(ctx.workdir.path(prev.outputs[0]))
+        except FileNotFoundError:  # killed or timed out (a soft dependency): failed
+            continue
         for c, row in zip(doc["candidates"], doc["results"]):
             scores[c, prev.args["i"]] = row["test_scores"].get(metric, np.nan)
     finished = []

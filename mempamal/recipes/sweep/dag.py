@@ -114,8 +114,10 @@ def build_tasks(n_trials: int, trials_per_task: int, python: str | None = None,
         if batch_size is not None:
             suggest = f"suggest-r{r}"
             deps = previous + ([f"suggest-r{r - 1}"] if r else [])
+            # the round's trials need only have ended: a killed one is a
+            # failed trial to Optuna, not the end of the search
             tasks.append(Task(suggest, "suggest", [suggest_output(r)], deps, suggest_res,
-                              {"round": r}, prefix))
+                              {"round": r}, prefix, soft_deps=list(previous)))
         previous = []
         for pack in packs_of(trials, trials_per_task):
             tasks.append(_trial_task(pack, width, per_trial, shared, suggest, prefix))

@@ -2,7 +2,9 @@
 # Submit the jobs of this mempamal workdir (run 01234567) to SLURM.
 # Run it from anywhere: bash WORKDIR/slurm/submit.sh
 # Jobs are chained with --dependency=afterok (a failure cancels what depends on
-# it); their ids are appended to slurm/jobs.tsv. Tasks whose outputs exist are
+# it), or afterany for a dependency written any:STEM (a model-based search's
+# next round runs after its round's trials however they ended); their ids are
+# appended to slurm/jobs.tsv. Tasks whose outputs exist are
 # skipped, so a rerun recomputes nothing, but
 # `mempamal resume WORKDIR --backend slurm` submits only what is missing.
 set -euo pipefail
@@ -10,13 +12,20 @@ WORKDIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 cd "$WORKDIR"
 declare -A JOB
 
-submit() {  # submit STEM ARRAY [DEP_STEM...]: sbatch slurm/STEM.sbatch after its deps
-    local stem=$1 array=$2 deps="" d id
+submit() {  # submit STEM ARRAY [DEP_STEM | any:DEP_STEM...]: sbatch slurm/STEM.sbatch
+    local stem=$1 array=$2 ok="" any="" dep="" d id
     local opts=(--parsable "--chdir=$WORKDIR")
     shift 2
     [ "$array" = - ] || opts+=("--array=$array")
-    for d in "$@"; do deps+=":${JOB[$d]}"; done
-    [ -z "$deps" ] || opts+=("--dependency=afterok$deps" --kill-on-invalid-dep=yes)
+    for d in "$@"; do
+        case $d in
+            any:*) any+=":${JOB[${d#any:}]}" ;;
+            *) ok+=":${JOB[$d]}" ;;
+        esac
+    done
+    [ -z "$ok" ] || dep="afterok$ok"
+    [ -z "$any" ] || dep="${dep:+$dep,}afterany$any"
+    [ -z "$dep" ] || opts+=("--dependency=$dep" --kill-on-invalid-dep=yes)
     id=$(sbatch "${opts[@]}" "slurm/$stem.sbatch")
     id=${id%%;*}
     JOB[$stem]=$id
