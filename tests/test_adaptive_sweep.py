@@ -255,7 +255,11 @@ def check_killed_trial_then_resume(wf, backend, **options):
         wf.run(backend, progress=False, **options)
     assert "trial-05" in str(info.value)
     done = wf.done()
-    assert {"suggest-r1", "suggest-r2"} <= done, sorted(set(wf.tasks) - done)
+    from mempamal.runner import read_meta
+
+    assert {"suggest-r1", "suggest-r2"} <= done, (
+        sorted(set(wf.tasks) - done), str(info.value),
+        {t: (read_meta(wf.workdir, t) or {}).get("error") for t in ("suggest-r2", "trial-05")})
     assert set(wf.tasks) - done == {"trial-05", "aggregate"}
     partial = load_results(root, partial=True).trials
     assert 5 not in set(partial["trial"]) and len(partial) == 11

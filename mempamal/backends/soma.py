@@ -360,10 +360,15 @@ class SomaBackend(Backend):
 
 
 def _inputs_ready(workflow, task) -> bool:
-    """Whether every hard dependency of ``task`` has its outputs (it could have run)."""
+    """Whether every dependency of ``task`` has its outputs (soma could have run it).
+
+    Soft ones too: soma-workflow runs a job only after its dependencies
+    succeeded, so a task after a failed soft dependency was never reached in
+    this round (it runs in the next one).
+    """
     wd = workflow.workdir
     return all(len(wd.existing(workflow.tasks[d].outputs)) == len(workflow.tasks[d].outputs)
-               for d in task.hard_deps)
+               for d in task.deps)
 
 
 def _write_light_config(run_dir: Path, n_jobs: int, interval: float) -> None:

@@ -504,3 +504,36 @@ def test_a_task_that_kills_its_line_loses_none_of_the_later_ones(tmp_path, fake_
     assert rounds[1] == [[f"fit-o{o}-i1-c{c}" for o in range(2) for c in range(3)]]
     assert rounds[2] == [[f"fit-o1-i1-c{c}" for c in range(3)]]
     assert {t for t, s in wf.status("soma").items() if s == "failed"} == crashing
+
+
+def test_a_job_soma_never_ran_after_a_failed_soft_dependency_is_not_a_failure(tmp_path):
+    """Soma runs a job only after its dependencies succeeded, soft ones too.
+
+    When trial-05 of a search was killed, soma does not start suggest-r2 (it
+    runs in the driver's next round); an event soma sends for that job must
+    not book it as failed, which would block the rest of the search.
+    """
+    import sweep_funcs
+    from scipy.stats import uniform
+
+    from mempamal import Sweep
+    from mempamal.backends.base import RunReport
+    from mempamal.backends.soma import SomaBackend
+    from mempamal.backends.soma_jobs import Line
+
+    wf = Sweep(f"{sweep_funcs.__file__}:quadratic", param_distributions={"x": uniform(0, 1)},
+               search="qmc", n_iter=12, batch_size=4, random_state=0, metric="loss",
+               mode="min").compile(tmp_path / "w")
+    wd = wf.workdir
+    for tid in ("suggest-r0", "suggest-r1", *(f"trial-0{k}" for k in (0, 1, 2, 3, 4, 6, 7))):
+        for rel in wf.tasks[tid].outputs:  # everything before suggest-r2 done but trial-05
+            wd.path(rel).parent.mkdir(parents=True, exist_ok=True)
+            wd.path(rel).write_text("{}")
+    assert wf.tasks["suggest-r2"].soft_deps and "trial-05" not in wf.done()
+    line = Line("suggest-r2", "suggest-r2", ["suggest-r2"], [])
+    report = RunReport()
+    for status in ("failed", "done"):
+        ev = {"event": "job", "task": "suggest-r2", "status": status, "exit_value": None,
+              "exit_status": "exit_abnormally"}
+        booked = SomaBackend()._record(wf, ev, line, {}, tmp_path, report)
+        assert booked == [] and not report.failures and not report.executed
