@@ -128,7 +128,7 @@ BACKENDS = {
                                                  "dask.distributed is not installed")]),
 }
 # real SLURM: tests/backends/test_adaptive_backends.py. Soma-Workflow and the
-# local subprocess mode start an interpreter per task: 2 minutes each here
+# local subprocess mode start an interpreter per task: a smaller search below
 
 
 @pytest.mark.slow
@@ -142,3 +142,35 @@ def test_other_backends_give_the_local_results(tmp_path, local_results, backend)
     assert got.cv_results.drop(columns=drop).equals(expected.cv_results.drop(columns=drop))
     assert got.best_params == expected.best_params
     assert list(got.test_scores()) == list(expected.test_scores())
+
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", [
+    pytest.param("soma", marks=[pytest.mark.soma, requires_or_fail(
+        has_module("soma_workflow"), "soma-workflow not installed")]),
+    "local-subprocess"])
+def test_soma_and_subprocess_search_as_optuna_and_gridsearchcv_do(tmp_path, monkeypatch,
+                                                                  backend):
+    """A fresh interpreter per task (line): rounds of 2, 4 candidates, to keep it short."""
+    X, y = _data()
+    options = {"n_jobs": 2, "progress": False}
+    if backend == "soma":
+        home = tmp_path / "home"  # soma writes its configuration in HOME
+        home.mkdir()
+        monkeypatch.setenv("HOME", str(home))
+        monkeypatch.delenv("SOMA_WORKFLOW_CONFIG", raising=False)
+        options["refreshment_interval"] = 0.1
+    else:
+        options["subprocess"] = True
+    wf = _experiment(n_iter=4, batch_size=2).compile(tmp_path / "w", X, y)
+    wf.run(backend.split("-")[0], **options)
+    res = load_results(tmp_path / "w")
+    expected = oracle(X, y, n_iter=4, batch=2)[:-1]  # no final model here
+    cv = res.cv_results
+    for o, exp in enumerate(expected):
+        mine = cv[cv["outer_split"] == o]
+        assert list(mine["params"]) == exp["candidates"]
+        np.testing.assert_allclose(mine["mean_test_score"], exp["means"], rtol=1e-12)
+        assert res.best_params[o] == exp["best"]
+        assert res.outer_scores.loc[o, "test_score"] == pytest.approx(exp["outer"], rel=1e-12)
