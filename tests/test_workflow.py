@@ -57,20 +57,22 @@ def test_command_names_interpreter_and_workdir(tmp_path):
 @pytest.mark.parametrize(("n_candidates", "size", "n_splits", "workers", "expected"), [
     (4, 4, 9, 2, 2),       # W3's shape: 9 one-chunk tasks on 2 cores idle 11 %; 18 do not
     (4, 4, 9, 4, 1),       # 4 cores: 36 tasks of one candidate
-    (24, 24, 25, 2, 24),   # W1's shape: 25 tasks on 2 cores idle 4 %: kept
-    (100, 100, 25, 2, 100),
+    (24, 24, 25, 2, 12),   # W1's shape: 25 tasks on 2 cores idle 4 %; 50 do not
+    (100, 100, 25, 2, 50),  # W2's
+    (24, 24, 5, 2, 12),    # 5 tasks idle 20 %; 10 do not
     (12, 3, 4, 2, 3),      # already balanced: the time-based size stands
     (1, 1, 9, 2, 1),       # nothing to split: the only size there is
 ])
 def test_chunk_size_fills_the_cores_in_the_last_wave(n_candidates, size, n_splits, workers,
                                                      expected):
-    from mempamal.recipes.nested_cv.compile import balanced_chunk_size
+    from mempamal.recipes.nested_cv.compile import MAX_IDLE_FRACTION, balanced_chunk_size
 
     got = balanced_chunk_size(n_candidates, size, n_splits, workers)
     assert got == expected
     n_tasks = n_splits * -(-n_candidates // got)
     waves = -(-n_tasks // workers)
-    assert got <= size and (waves * workers / n_tasks - 1 <= 0.05 or n_candidates == 1)
+    assert got <= size and (waves * workers / n_tasks - 1 <= MAX_IDLE_FRACTION
+                            or n_candidates == 1)
 
 
 def test_a_fast_fit_is_timed_warm_at_compile(tmp_path):

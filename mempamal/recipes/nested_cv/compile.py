@@ -175,7 +175,7 @@ def _auto_chunk_size(spec, X, y, splits) -> tuple[int, float | None, float | Non
 RETIME_BELOW_SECONDS = 10.0
 
 #: the last wave of fit tasks may leave this fraction of the cores idle at most
-MAX_IDLE_FRACTION = 0.05
+MAX_IDLE_FRACTION = 0.02
 
 
 def balanced_chunk_size(n_candidates: int, size: int, n_splits: int, workers: int) -> int:
