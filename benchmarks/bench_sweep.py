@@ -2,14 +2,20 @@
 
 Run from the repository root, in the venv that ``bash tests/run.sh`` makes::
 
-    python benchmarks/bench_sweep.py [--reps 3] [--only S1,S2,S2-SLURM] [--out FILE]
+    python benchmarks/bench_sweep.py [--reps 3] [--only S1,S2] [--backends local,slurm,soma,dask]
 
-- S1: 10,000 trials of a function that returns at once, local executor with
-  2 workers, end to end (compile, run, results loaded from disk). Beside it,
-  Optuna's in-memory ``study.optimize`` with ``RandomSampler`` on the same
-  number of trials (it writes nothing: the floor of any search loop).
+(``python benchmarks/bench.py`` runs them too, in its one table.)
+
+- S1: 10,000 trials of a function that returns at once, 2 workers, end to
+  end (compile, run, results loaded from disk). Beside it, Optuna's
+  in-memory ``study.optimize`` with ``RandomSampler`` on the same number of
+  trials (it writes nothing: the floor of any search loop).
 - S2: 200 trials that each sleep 0.2 s on 2 workers: makespan divided by the
-  ideal (200 x 0.2 s / 2 = 20 s), locally and on the real SLURM cluster.
+  ideal (200 x 0.2 s / 2 = 20 s).
+
+Each on every backend given: the local executor, the real SLURM cluster
+(where ``sbatch`` answers), Soma-Workflow in light mode and Dask (where they
+are installed), so that a user can pick a backend from one table.
 
 Nothing here is a test: no assertion, figures only.
 """
@@ -73,35 +79,61 @@ def optuna_reference(n) -> float | None:
     return time.perf_counter() - t0
 
 
-def bench_s1(reps, root, results):
-    mine, ref = [], []
-    for rep in range(reps):
-        mine.append(_end_to_end(instant, N_S1, root / f"s1-{rep}", n_jobs=2))
-        ref.append(optuna_reference(N_S1))
-        print(f"  S1 rep {rep}: mempamal {mine[-1]:.2f}s  optuna in memory "
-              f"{ref[-1] if ref[-1] is None else round(ref[-1], 2)}s", flush=True)
-    results["workloads"]["S1"] = {"mempamal_s": mine, "optuna_s": ref}
-    results["ratios"]["S1 local s"] = statistics.median(mine)
-    if ref[0] is not None:
-        results["ratios"]["S1 local / optuna in memory"] = (statistics.median(mine)
-                                                           / statistics.median(ref))
+#: each backend's options for two workers (SLURM: the cluster's CPUs)
+BACKENDS = {
+    "local": {"n_jobs": 2},
+    "slurm": {"poll_interval": 0.5},
+    "soma": {"n_jobs": 2, "refreshment_interval": 0.1},
+    "dask": {"n_jobs": 2},
+}
 
 
-def bench_s2(reps, root, results, slurm: bool):
-    ideal = N_S2 * SLEEP_S2 / 2
-    backends = {"local": {"n_jobs": 2}}
-    if slurm:
-        if shutil.which("sbatch") is None:
-            print("S2 on SLURM: sbatch not found, skipped")
+def available(backends) -> list[str]:
+    """Those of ``backends`` this machine can run (SLURM answering, modules installed)."""
+    import importlib.util
+
+    out = []
+    for name in backends:
+        if name == "slurm" and shutil.which("sbatch") is None:
+            print("SLURM: sbatch not found, skipped")
+        elif name == "soma" and importlib.util.find_spec("soma_workflow") is None:
+            print("Soma-Workflow: not installed, skipped")
+        elif name == "dask" and importlib.util.find_spec("distributed") is None:
+            print("Dask: distributed not installed, skipped")
         else:
-            backends["slurm"] = {"poll_interval": 0.5}
-    for name, options in backends.items():
+            out.append(name)
+    return out
+
+
+def _timed(func, n, root, name, rep) -> float:
+    if name == "slurm":
+        _wait_for_idle_cluster()
+    return _end_to_end(func, n, root / f"{func.__name__}-{name}-{rep}", name, **BACKENDS[name])
+
+
+def bench_s1(reps, root, results, backends=("local",)):
+    ref = [optuna_reference(N_S1) for _ in range(reps)]
+    if ref[0] is not None:
+        print(f"  S1 optuna in memory: {statistics.median(ref):.2f}s", flush=True)
+    results["workloads"]["S1-optuna"] = {"seconds": ref}
+    for name in backends:
+        mine = []
+        for rep in range(reps):
+            mine.append(_timed(instant, N_S1, root, name, rep))
+            print(f"  S1 {name} rep {rep}: {mine[-1]:.2f}s", flush=True)
+        results["workloads"][f"S1-{name}"] = {"seconds": mine}
+        results["ratios"][f"S1 {name} s"] = statistics.median(mine)
+        if ref[0] is not None:
+            results["ratios"][f"S1 {name} / optuna in memory"] = (statistics.median(mine)
+                                                                  / statistics.median(ref))
+
+
+def bench_s2(reps, root, results, backends=("local",)):
+    ideal = N_S2 * SLEEP_S2 / 2
+    for name in backends:
         times = []
         for rep in range(reps):
-            if name == "slurm":
-                _wait_for_idle_cluster()
-            times.append(_end_to_end(sleepy, N_S2, root / f"s2-{name}-{rep}", name,
-                                     **options))
+            times.append(_timed(sleepy, N_S2, root, name, rep))
             print(f"  S2 {name} rep {rep}: {times[-1]:.2f}s (ideal {ideal:.0f}s)", flush=True)
         results["workloads"][f"S2-{name}"] = {"seconds": times, "ideal_s": ideal}
         results["ratios"][f"S2 {name} / ideal"] = statistics.median(times) / ideal
@@ -110,19 +142,21 @@ def bench_s2(reps, root, results, slurm: bool):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--only", default="S1,S2,S2-SLURM")
+    parser.add_argument("--only", default="S1,S2")
+    parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--out", default=str(HERE / "results" / "sweep-latest.json"))
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
+    backends = available(args.backends.split(","))
     results = {"environment": environment(), "reps": args.reps, "workloads": {},
                "ratios": {}}
     print(json.dumps(results["environment"]))
     with tempfile.TemporaryDirectory(prefix="mempamal-bench-sweep-") as tmp:
         root = Path(tmp)
         if "S1" in only:
-            bench_s1(args.reps, root, results)
-        if "S2" in only or "S2-SLURM" in only:
-            bench_s2(args.reps, root, results, slurm="S2-SLURM" in only)
+            bench_s1(args.reps, root, results, backends)
+        if "S2" in only:
+            bench_s2(args.reps, root, results, backends)
     print_table(results, TARGETS)
     write_results(results, args.out)
     return 0
