@@ -83,3 +83,15 @@ def blas_threads(x):
     from threadpoolctl import threadpool_info
 
     return {"threads": float(max(i["num_threads"] for i in threadpool_info()))}
+
+
+def worker_settings(x):
+    """What the process running the trial was started with (the Dask backend's test)."""
+    import os
+
+    from distributed import get_worker
+
+    profiling = get_worker().profile_recent is not None and bool(
+        __import__("dask").config.get("distributed.worker.profile.enabled"))
+    return {"value": x, "malloc_trim_set": float("MALLOC_TRIM_THRESHOLD_" in os.environ),
+            "profiling": float(profiling)}

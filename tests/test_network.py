@@ -240,3 +240,42 @@ def test_the_config_passed_on_drops_what_distributed_wrote_into_it():
         assert passed == routes
         # the live config is left as it is
         assert page in dask.config.get(key)
+
+
+@pytest.mark.dask
+@requires_or_fail(HAVE_DISTRIBUTED, "distributed not installed")
+def test_own_cluster_leaves_out_the_defaults_that_slow_compute():
+    """No MALLOC_TRIM_THRESHOLD_ (glibc's mmap threshold stays dynamic), no profiler.
+
+    A value the user set is passed on as is.
+    """
+    import dask.config
+
+    from mempamal.backends.dask.local_cluster import _inheritable_config
+
+    env_key = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
+    passed = _inheritable_config()["distributed"]
+    assert passed["nanny"]["pre-spawn-environ"]["MALLOC_TRIM_THRESHOLD_"] is None
+    assert passed["worker"]["profile"]["enabled"] is False
+    assert passed["nanny"]["pre-spawn-environ"]["OMP_NUM_THREADS"] == 1  # the rest kept
+    with dask.config.set({env_key: 131072, "distributed.worker.profile.enabled": "yes"}):
+        passed = _inheritable_config()["distributed"]
+        assert passed["nanny"]["pre-spawn-environ"]["MALLOC_TRIM_THRESHOLD_"] == 131072
+        assert passed["worker"]["profile"]["enabled"] == "yes"
+    assert dask.config.get(env_key) == 65536  # the live config is not changed
+
+
+@pytest.mark.dask
+@pytest.mark.slow
+@requires_or_fail(HAVE_DISTRIBUTED, "distributed not installed")
+def test_own_cluster_workers_run_without_them(tmp_path):
+    import sweep_funcs
+
+    from mempamal import Sweep, load_results
+
+    wf = Sweep(sweep_funcs.worker_settings, param_grid={"x": [1.0]}, metric="value",
+               mode="min").compile(tmp_path / "w")
+    wf.run("dask", n_jobs=1, progress=False)
+    row = load_results(tmp_path / "w").trials.iloc[0]
+    assert row["state"] == "done"
+    assert row["malloc_trim_set"] == 0.0 and row["profiling"] == 0.0
