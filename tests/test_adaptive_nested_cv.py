@@ -70,6 +70,17 @@ def oracle(X, y, n_iter=8, batch=4, seed=0):
     return out
 
 
+def _check_outer_splits(res, expected) -> None:
+    """Each outer split's candidates, inner means, best params and outer score."""
+    cv = res.cv_results
+    for o, exp in enumerate(expected):
+        mine = cv[cv["outer_split"] == o]
+        assert list(mine["params"]) == exp["candidates"]
+        np.testing.assert_allclose(mine["mean_test_score"], exp["means"], rtol=1e-12)
+        assert res.best_params[o] == exp["best"]
+        assert res.outer_scores.loc[o, "test_score"] == pytest.approx(exp["outer"], rel=1e-12)
+
+
 def test_each_outer_split_searches_on_its_inner_cv_as_optuna_and_gridsearchcv_do(tmp_path):
     X, y = _data()
     wf = _experiment(final_model=True).compile(tmp_path / "w", X, y)
@@ -85,19 +96,13 @@ def test_each_outer_split_searches_on_its_inner_cv_as_optuna_and_gridsearchcv_do
     wf.run("local", n_jobs=2, progress=False)
     res = load_results(tmp_path / "w")
     expected = oracle(X, y)
-    cv = res.cv_results
     final = expected.pop()
     assert list(res.final_cv_results["params"]) == final["candidates"]
     np.testing.assert_allclose(res.final_cv_results["mean_test_score"], final["means"],
                                rtol=1e-12)
     assert res.final_params == final["best"]
     np.testing.assert_allclose(res.final_estimator.coef_, final["estimator"].coef_, rtol=1e-12)
-    for o, exp in enumerate(expected):
-        mine = cv[cv["outer_split"] == o]
-        assert list(mine["params"]) == exp["candidates"]
-        np.testing.assert_allclose(mine["mean_test_score"], exp["means"], rtol=1e-12)
-        assert res.best_params[o] == exp["best"]
-        assert res.outer_scores.loc[o, "test_score"] == pytest.approx(exp["outer"], rel=1e-12)
+    _check_outer_splits(res, expected)
 
 
 def test_bad_input_is_refused():
@@ -167,10 +172,4 @@ def test_soma_and_subprocess_search_as_optuna_and_gridsearchcv_do(tmp_path, monk
     wf.run(backend.split("-")[0], **options)
     res = load_results(tmp_path / "w")
     expected = oracle(X, y, n_iter=4, batch=2)[:-1]  # no final model here
-    cv = res.cv_results
-    for o, exp in enumerate(expected):
-        mine = cv[cv["outer_split"] == o]
-        assert list(mine["params"]) == exp["candidates"]
-        np.testing.assert_allclose(mine["mean_test_score"], exp["means"], rtol=1e-12)
-        assert res.best_params[o] == exp["best"]
-        assert res.outer_scores.loc[o, "test_score"] == pytest.approx(exp["outer"], rel=1e-12)
+    _check_outer_splits(res, expected)

@@ -399,3 +399,22 @@ def test_soft_dependencies_are_afterany_in_the_plan_and_in_submit_sh(tmp_path, m
     # the trials of round 1 need suggest-r1 to have succeeded
     trial_r1 = next(s for s, j in jobs.items() if "trial-2" in j.task_ids)
     assert deps[trial_r1] == f"afterok:{ids[suggest.stem]}"
+
+
+def test_untimed_sweep_trials_are_packed_by_count(tmp_path, monkeypatch):
+    """200 trials of unknown duration on 2 CPUs: 8 elements of 25, not 200 interpreters."""
+    import sweep_funcs
+
+    from mempamal import Sweep
+
+    wf = Sweep(f"{sweep_funcs.__file__}:quadratic", param_grid={"x": list(range(200))},
+               metric="loss", mode="min").compile(tmp_path / "w")
+    assert wf.estimated_seconds() is None
+    jobs = _auto_plan(wf, monkeypatch, cpus=2)
+    trial_lines = [line for j in jobs for line in j.lines if line[0].startswith("trial-")]
+    assert [len(line) for line in trial_lines] == [25] * (2 * UNTIMED_WAVES)
+    assert sorted(t for line in trial_lines for t in line) == sorted(
+        t for t in wf.tasks if t.startswith("trial-"))
+    # a big partition: one element per trial, long trials spread over it
+    jobs = _auto_plan(wf, monkeypatch, cpus=500)
+    assert sum(len(j.lines) for j in jobs if j.task_ids[0].startswith("trial-")) == 200
