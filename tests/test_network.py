@@ -268,13 +268,16 @@ def test_own_cluster_leaves_out_the_defaults_that_slow_compute():
 @pytest.mark.dask
 @pytest.mark.slow
 @requires_or_fail(HAVE_DISTRIBUTED, "distributed not installed")
-def test_own_cluster_workers_run_without_them(tmp_path):
+def test_own_cluster_workers_run_without_them(tmp_path, monkeypatch):
     import sweep_funcs
 
     from mempamal import Sweep, load_results
 
     wf = Sweep(sweep_funcs.worker_settings, param_grid={"x": [1.0]}, metric="value",
                mode="min").compile(tmp_path / "w")
+    # as a Nanny started in this process leaves it (distributed sets it in its
+    # own environment before spawning a worker)
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
     wf.run("dask", n_jobs=1, progress=False)
     row = load_results(tmp_path / "w").trials.iloc[0]
     assert row["state"] == "done"

@@ -228,8 +228,15 @@ class OwnCluster:
 
         read_end, self._pipes[what] = os.pipe()
         env = dict(os.environ)
+        config = _inheritable_config()
         # the caller's dask config (dask.config.set(...) around the run) holds there too
-        env["DASK_INTERNAL_INHERIT_CONFIG"] = dask.config.serialize(_inheritable_config())
+        env["DASK_INTERNAL_INHERIT_CONFIG"] = dask.config.serialize(config)
+        environ = config["distributed"]["nanny"]["pre-spawn-environ"]
+        if environ.get("MALLOC_TRIM_THRESHOLD_") is None \
+                and env.get("MALLOC_TRIM_THRESHOLD_") == DASK_MALLOC_TRIM:
+            # a Nanny that ran in this process (a LocalCluster of the user's)
+            # wrote distributed's value into its environment: not the user's
+            del env["MALLOC_TRIM_THRESHOLD_"]
         argv = [sys.executable, "-c", WATCHDOG, str(read_end), "--spec", json.dumps(spec)]
         try:
             with open(self.log(what), "wb") as log:
@@ -362,6 +369,10 @@ def _inheritable_config() -> dict:
     return config
 
 
+#: distributed's default ``MALLOC_TRIM_THRESHOLD_`` for the workers it spawns
+DASK_MALLOC_TRIM = "65536"
+
+
 def _for_compute(config: dict) -> None:
     """Two of distributed's defaults that slow CPU-bound tasks, left out (in place).
 
@@ -376,7 +387,7 @@ def _for_compute(config: dict) -> None:
     """
     distributed = config.setdefault("distributed", {})
     environ = distributed.setdefault("nanny", {}).setdefault("pre-spawn-environ", {})
-    if str(environ.get("MALLOC_TRIM_THRESHOLD_")) == "65536":
+    if str(environ.get("MALLOC_TRIM_THRESHOLD_")) == DASK_MALLOC_TRIM:
         environ["MALLOC_TRIM_THRESHOLD_"] = None  # None: not set (distributed's rule)
     profile = distributed.setdefault("worker", {}).setdefault("profile", {})
     if profile.get("enabled", True) is True:
