@@ -258,8 +258,8 @@ class _DagRun:
         if self.slots is None or self.borrower is not None:
             return False
         need = self._cpus(task)
-        return all(len([n for n in self.slot_of[f] if n.startswith("cpu-")]) >= need
-                   for f in running if f not in self.held)
+        return all(len(_cpu_slots(self.slot_of[f])) >= need for f in running
+                   if f not in self.held)
 
     def _release(self, fut) -> None:
         names = self.slot_of.pop(fut, [])
@@ -268,9 +268,9 @@ class _DagRun:
         if self.borrower is not None and self.borrower[0] is not fut and names:
             # the queued task now runs on the worker ``fut`` left: hand over
             borrower, need = self.borrower
-            cpus = [n for n in names if n.startswith("cpu-")]
-            self.slot_of[borrower] = cpus[:need]
-            names = [n for n in names if n not in cpus[:need]]
+            handed = _cpu_slots(names)[:need]
+            self.slot_of[borrower] = handed
+            names = [n for n in names if n not in handed]
             self.borrower = None
         elif self.borrower is not None and self.borrower[0] is fut:
             self.borrower = None
@@ -357,6 +357,11 @@ class _DagRun:
             else:
                 self.waiting[other] = set()
         running.clear()
+
+
+def _cpu_slots(names: list[str]) -> list[str]:
+    """The CPU slots among machine slot names (the others are GPUs)."""
+    return [n for n in names if n.startswith("cpu-")]
 
 
 def _run_subprocess(root: str, task, python, env: dict | None = None) -> TaskOutcome:

@@ -178,23 +178,35 @@ def count_pack(tasks, slots: Callable[[list], int | None], waves: int = UNTIMED_
     return pack
 
 
-def line_deps(lines, tasks, which: str = "deps") -> list[set[int]]:
+def upstream(line, tasks, where: dict) -> tuple[set, set]:
+    """The units ``line`` reads from, and those of them it needs only to have ended.
+
+    ``where`` maps a task id to its unit (a line, a job); dependencies outside
+    it are left out. A unit is needed only to have ended when every edge
+    from it is soft (:attr:`Task.soft_deps`): one hard edge makes it ``afterok``.
+    """
+    hard = {where[d] for tid in line for d in tasks[tid].hard_deps if d in where}
+    soft = {where[d] for tid in line for d in tasks[tid].soft_deps if d in where}
+    return hard | soft, soft - hard
+
+
+def line_deps(lines, tasks, soft_only: bool = False) -> list[set[int]]:
     """For each line, the indices of the lines holding the tasks it reads from.
 
-    ``which="soft_deps"``: only those it needs to have ended (see
-    :attr:`Task.soft_deps`), and only where no hard dependency joins the same
-    lines.
+    ``soft_only``: only those it needs to have ended (see :func:`upstream`).
     """
     line_of = {tid: k for k, line in enumerate(lines) for tid in line}
+    return [upstream(line, tasks, line_of)[soft_only] - {k} for k, line in enumerate(lines)]
 
-    def upstream(line, k, attr):
-        return {line_of[d] for tid in line for d in getattr(tasks[tid], attr)
-                if d in line_of} - {k}
 
-    if which == "deps":
-        return [upstream(line, k, "deps") for k, line in enumerate(lines)]
-    return [upstream(line, k, "soft_deps") - upstream(line, k, "hard_deps")
-            for k, line in enumerate(lines)]
+def timed_or_count_pack(tasks, estimates: dict | None, slots: Callable[[list], int | None],
+                        min_seconds: float, max_seconds: float) -> Pack:
+    """``tasks_per_job="auto"``: :func:`auto_pack` on what the compile timed, or,
+    with nothing timed (``estimates`` None: a sweep's trials), :func:`count_pack`.
+    """
+    if estimates is None:
+        return count_pack(tasks, slots)
+    return auto_pack(tasks, estimates, slots, min_seconds, max_seconds)
 
 
 def fuse_chains(runs, run_deps, soft_deps=None) -> None:
@@ -240,7 +252,7 @@ def chained_lines(tasks, tasks_per_job: int = 1,
     lines = level_lines(tasks, tasks_per_job, pack)
     runs = [[line] for line in lines]
     deps = line_deps(lines, tasks)
-    fuse_chains(runs, deps, line_deps(lines, tasks, "soft_deps"))
+    fuse_chains(runs, deps, line_deps(lines, tasks, soft_only=True))
     kept = [r for r in range(len(runs)) if runs[r]]
     index = {r: k for k, r in enumerate(kept)}
     return [runs[r][0] for r in kept], [{index[d] for d in deps[r]} for r in kept]

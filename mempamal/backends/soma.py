@@ -53,7 +53,7 @@ from ..lock import run_lock
 from ..runner import EXIT_NOT_READY
 from ..workdir import read_meta, tail_text, write_json, write_text
 from .base import Backend, RunReport, resume_in_background
-from .packing import auto_pack, chained_lines, check_tasks_per_job, count_pack, line_deps
+from .packing import chained_lines, check_tasks_per_job, line_deps, timed_or_count_pack
 from .progress import RunProgress
 from .soma_jobs import (
     NATIVE_SPEC_SCHEDULERS,
@@ -160,17 +160,14 @@ class SomaBackend(Backend):
         Dependencies on tasks outside ``tasks`` are taken as done.
         """
         given = self.opts["tasks_per_job"]
-        estimates = workflow.estimated_seconds() if given == "auto" else None
         if given == 1:
             # one job per task, exactly as before packing existed
             lines = [[tid] for tid in tasks]
             return name_lines(lines, line_deps(lines, tasks))
         if given != "auto":
             return name_lines(*chained_lines(tasks, given))
-        if estimates is None:
-            # nothing timed (a sweep's trials): a few lines per CPU by count
-            return name_lines(*chained_lines(tasks, pack=count_pack(tasks, self._slots())))
-        pack = auto_pack(tasks, estimates, self._slots(), MIN_JOB_SECONDS, AUTO_JOB_SECONDS)
+        pack = timed_or_count_pack(tasks, workflow.estimated_seconds(), self._slots(),
+                                   MIN_JOB_SECONDS, AUTO_JOB_SECONDS)
         return name_lines(*chained_lines(tasks, pack=pack))
 
     def _slots(self):

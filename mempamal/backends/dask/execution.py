@@ -143,14 +143,12 @@ class _DaskRun:
         root = str(self.wf.workdir.root)
         new, still = [], []
         for task in self.held:
-            soft = set(task.soft_deps)
-            ready = all(d in self.ended or d not in self.pending for d in soft) and all(
-                d in self.futures or d not in self.pending for d in task.deps if d not in soft)
+            ready = all(d in self.ended or d not in self.pending for d in task.soft_deps) \
+                and all(d in self.futures or d not in self.pending for d in task.hard_deps)
             if not ready:
                 still.append(task)
                 continue
-            deps = [self.futures[d] for d in task.deps  # done deps: no future
-                    if d in self.futures and d not in soft]
+            deps = [self.futures[d] for d in task.hard_deps if d in self.futures]  # done: none
             fut = self.client.submit(
                 run_on_worker, root, task.id, *deps, key=f"{task.id}-{self.nonce}",
                 pure=False, resources=self.needs.get(task.id) or None)

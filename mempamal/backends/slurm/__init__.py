@@ -16,7 +16,7 @@ import time
 from ...lock import run_lock
 from ...workdir import read_meta, write_json
 from ..base import Backend, RunReport, file_status
-from ..packing import auto_pack, count_pack
+from ..packing import timed_or_count_pack
 from ..progress import RunProgress
 from . import commands, options, scripts, sizing
 from .commands import ACTIVE_STATES, Record
@@ -89,12 +89,9 @@ class SlurmBackend(Backend):
         given = self.opts["tasks_per_job"]
         if given != "auto":
             return plan_jobs(workflow, size, given)
-        estimates = workflow.estimated_seconds()
-        if estimates is None:
-            # nothing timed (a sweep's trials): a few lines per CPU by count
-            return plan_jobs(workflow, size, pack=count_pack(workflow.tasks, self._slots()))
-        return plan_jobs(workflow, size, pack=auto_pack(
-            workflow.tasks, estimates, self._slots(), MIN_JOB_SECONDS, AUTO_JOB_SECONDS))
+        return plan_jobs(workflow, size, pack=timed_or_count_pack(
+            workflow.tasks, workflow.estimated_seconds(), self._slots(), MIN_JOB_SECONDS,
+            AUTO_JOB_SECONDS))
 
     def _slots(self):
         """``slots(tasks_of_a_level)``: how many of them the partition runs at once.

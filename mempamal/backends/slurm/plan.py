@@ -39,6 +39,7 @@ from ..packing import (
     fixed_lines,
     fuse_chains,
     levels,
+    upstream,
 )
 
 __all__ = ["Job", "array_spec", "balanced_lines", "parse_array_spec", "plan_jobs"]
@@ -103,9 +104,7 @@ def plan_jobs(workflow, max_array_size: int, tasks_per_job: int = 1,
         lines = pack(level) if pack is not None else fixed_lines(level, tasks_per_job, down)
         key_of_previous = None
         for line in lines:
-            deps = {job_of[d] for tid in line for d in tasks[tid].deps}
-            soft = ({job_of[d] for tid in line for d in tasks[tid].soft_deps}
-                    - {job_of[d] for tid in line for d in tasks[tid].hard_deps})
+            deps, soft = upstream(line, tasks, job_of)
             key = (frozenset(deps), frozenset(soft), down(line))
             if key != key_of_previous:
                 runs.append([])
