@@ -337,7 +337,11 @@ def notify_cmd(workdir, event, backend, urls):
               help="File whose line INDEX holds the task ids to run (array jobs).")
 @click.option("--index", type=int, default=None, help="Line of --task-file (from 0).")
 @click.option("--force", is_flag=True, help="Run even if the outputs exist.")
-def run_task_cmd(workdir, task_ids, task_file, index, force):
+@click.option("--then", "then", multiple=True, type=click.Path(dir_okay=False),
+              metavar="TASK_FILE",
+              help="Then, if every dependency of its tasks is done, run this one-line "
+                   "task file here too (a SLURM element that ends last; repeatable).")
+def run_task_cmd(workdir, task_ids, task_file, index, force, then):
     """Run tasks of WORKDIR in this process (what every backend runs)."""
     from .runner import run_tasks_main
 
@@ -352,7 +356,12 @@ def run_task_cmd(workdir, task_ids, task_file, index, force):
         ids += lines[index].split()
     if not ids:
         raise click.UsageError("no task id given")
-    sys.exit(run_tasks_main(workdir, ids, force=force))
+    status = run_tasks_main(workdir, ids, force=force)
+    if status == 0 and then:
+        from .backends.slurm.tail import run_tails
+
+        run_tails(workdir, then, lambda tail: run_tasks_main(workdir, tail))
+    sys.exit(status)
 
 
 def main() -> None:

@@ -218,6 +218,45 @@ def test_small_max_array_size_splits_arrays_and_max_parallel_holds(tmp_path):
                                                                chunk_size=1))
 
 
+def test_last_fit_element_runs_the_selects_and_their_job_finds_them_done(tmp_path):
+    """No scheduler round trip and no fresh interpreter between the fits and the selects.
+
+    The selects and the aggregate run in the fit element that ends last; their
+    job still starts and finds them done. With
+    too little of the time limit left, they are left to their own jobs.
+    """
+    X, y = iris()
+    exp = Experiment(SVC(), param_grid={"C": [0.1, 10.0]}, cv=2, inner_cv=2)
+    wf = exp.compile(tmp_path / "w", X, y, chunk_size=1)  # untimed: a tail needs 10 min
+    wf.run("slurm", tasks_per_job=2, time=30, **FAST)
+    _wait_idle(wf)  # the select and aggregate jobs start, find nothing to do and end
+    records = {r.stem: r.job for r in read_records(wf.workdir.backend_dir("slurm") / "jobs.tsv")}
+    # fits: one array per split; the selects and the aggregate: one plain job
+    assert set(records) == {"fit-o0", "fit-o1", "select"}
+    metas = _metas(wf)
+    elements = {m["slurm_job"] for t, m in metas.items() if t.startswith("fit-")}
+    for tid in ("select-o0", "select-o1", "aggregate"):
+        assert metas[tid]["slurm_job"] in elements, tid
+        assert metas[tid]["attempt"] == 1
+        assert wf.workdir.log_file(tid).read_text().count("=== mempamal task") == 1
+    assert {r["state"] for r in squeue(records.values())} == {"COMPLETED"}
+    assert wf.status("slurm") == {tid: "done" for tid in wf.tasks}
+    assert_same_results(load_results(tmp_path / "w"),
+                        _local(exp, tmp_path / "local", X, y, chunk_size=1))
+
+    short = exp.compile(tmp_path / "short", X, y, chunk_size=1)
+    short.run("slurm", tasks_per_job=2, time=5, **FAST)  # 5 min left < 10 min needed
+    records = {r.stem: r.job for r in read_records(short.workdir.backend_dir("slurm")
+                                                   / "jobs.tsv")}
+    metas = _metas(short)
+    for tid in ("select-o0", "select-o1", "aggregate"):
+        assert metas[tid]["slurm_job"] == records["select"], tid
+    # said by the fit element that ended last, in its SLURM log
+    fit_logs = "".join(p.read_text() for p in short.workdir.logs_dir.glob("*-fit-o*.out"))
+    assert "3 downstream task(s) left to their own job (time left: " in fit_logs
+    assert_same_results(load_results(tmp_path / "short"), load_results(tmp_path / "w"))
+
+
 def test_hostile_workdir_runs_through_submit_sh(hostile_dir, tmp_path):
     X, y = iris()
     exp = Experiment(SVC(), param_grid={"C": [0.1, 10.0]}, cv=2, inner_cv=2)

@@ -14,6 +14,7 @@ import shlex
 from ...templating import render
 from ...workdir import write_text
 from .plan import Job, array_spec
+from .tail import tail_jobs
 
 #: what submit.sh and the backend append job ids to, in ``WORKDIR/slurm/``
 JOBS_FILE = "jobs.tsv"
@@ -121,18 +122,25 @@ def task_file_text(job: Job) -> str:
     return "".join(" ".join(line) + "\n" for line in job.lines)
 
 
-def script_text(job: Job, workflow, opts: dict, run_id: str, sizing=None) -> str:
-    """The sbatch script of one job (``sizing``: ``(limits, comment lines)`` of auto)."""
+def script_text(job: Job, workflow, opts: dict, run_id: str, sizing=None,
+                then: list[str] = ()) -> str:
+    """The sbatch script of one job.
+
+    ``sizing``: ``(limits, comment lines)`` of auto; ``then``: stems of the
+    plain jobs an element that ends last runs itself (:mod:`.tail`).
+    """
     python = opts["python"]
     size, notes = sizing or ({}, [])
     common = dict(run_id=run_id, array=job.array, setup=opts["setup"], notes=notes,
                   directives=directives(job, workflow, opts, run_id, size))
     first = workflow.tasks[job.lines[0][0]].command(python, ".")
+    tails = [w for stem in then for w in ("--then", f"slurm/{stem}.tasks")]
     if not job.array and len(job.task_ids) == 1:
         return render("slurm/job.sbatch.j2", opts["template_dir"],
-                      description=f"Task {first[-1]}.", command=shlex.join(first), **common)
+                      description=f"Task {first[-1]}.",
+                      command=shlex.join([*first[:-1], *tails, first[-1]]), **common)
     task_file = f"slurm/{job.stem}.tasks"
-    argv = [*first[:-1], "--task-file", task_file]
+    argv = [*first[:-1], *tails, "--task-file", task_file]
     what = f"{len(job.task_ids)} task(s) ({job.task_ids[0]} ... {job.task_ids[-1]})"
     if not job.array:  # a packed plain job: its one line, task after task
         return render("slurm/job.sbatch.j2", opts["template_dir"],
@@ -191,14 +199,18 @@ def write_scripts(workflow, jobs: list[Job], opts: dict, run_id: str,
     out_dir = workflow.workdir.backend_dir("slurm")
     paths = []
     keep = {"submit.sh", JOBS_FILE}
+    sizes = sizes or {}
+    by_stem = {job.stem: job for job in jobs}
+    then = tail_jobs(jobs, lambda stem: directives(
+        by_stem[stem], workflow, opts, run_id, sizes.get(stem, ({}, []))[0]))
     for job in jobs:
         # every job gets a task file (one line for a plain job): status reads them
         # to know which tasks a recorded job ran
         paths.append(out_dir / f"{job.stem}.tasks")
         write_text(paths[-1], task_file_text(job))
         paths.append(out_dir / f"{job.stem}.sbatch")
-        write_text(paths[-1], script_text(job, workflow, opts, run_id,
-                                          (sizes or {}).get(job.stem)))
+        write_text(paths[-1], script_text(job, workflow, opts, run_id, sizes.get(job.stem),
+                                          then[job.stem]))
     if opts["notify"]:
         from ...notify import save_urls
 

@@ -73,10 +73,19 @@ def task_states(file_states: dict, assigned: dict, rows: list[dict], metas: dict
         meta = metas.get(tid) or {}
         where = assigned.get(tid)
         row = by_key.get(where[:2]) if where else None
+        job = str(meta.get("slurm_job") or "")
+        if row is not None and state == "running" and job != row["job"] and job in known_jobs:
+            # run by an upstream element that ended last (see .tail): that
+            # element's job says whether it still runs or was killed
+            other = known_jobs[job]
+            states[tid], upd = _from_row(tid, other, meta, [tid], metas,
+                                         (*row_key(other), other["name"], [tid]))
+            if upd:
+                updates[tid] = upd
+            continue
         if row is None:
             # SLURM forgot the job (or never had it): only a meta left "running"
             # by a job that is no longer active needs correcting
-            job = str(meta.get("slurm_job") or "")
             if state == "running" and job and job not in known_jobs and where is not None:
                 name = default_name(where[2])
                 states[tid] = "failed"
