@@ -89,9 +89,12 @@ def worker_settings(x):
     """What the process running the trial was started with (the Dask backend's test)."""
     import os
 
+    import psutil
     from distributed import get_worker
 
     profiling = get_worker().profile_recent is not None and bool(
         __import__("dask").config.get("distributed.worker.profile.enabled"))
+    # a spawned worker runs multiprocessing's spawn_main; a forked one, its nanny's command
+    spawned = "multiprocessing.spawn" in " ".join(psutil.Process().cmdline())
     return {"value": x, "malloc_trim_set": float("MALLOC_TRIM_THRESHOLD_" in os.environ),
-            "profiling": float(profiling)}
+            "profiling": float(profiling), "spawned": float(spawned)}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import socket
+import sys
 import urllib.error
 import urllib.request
 
@@ -245,7 +246,8 @@ def test_the_config_passed_on_drops_what_distributed_wrote_into_it():
 @pytest.mark.dask
 @requires_or_fail(HAVE_DISTRIBUTED, "distributed not installed")
 def test_own_cluster_leaves_out_the_defaults_that_slow_compute():
-    """No MALLOC_TRIM_THRESHOLD_ (glibc's mmap threshold stays dynamic), no profiler.
+    """No MALLOC_TRIM_THRESHOLD_ (glibc's mmap threshold stays dynamic), no profiler,
+    workers forked by their nanny (on Linux).
 
     A value the user set is passed on as is.
     """
@@ -257,11 +259,15 @@ def test_own_cluster_leaves_out_the_defaults_that_slow_compute():
     passed = _inheritable_config()["distributed"]
     assert passed["nanny"]["pre-spawn-environ"]["MALLOC_TRIM_THRESHOLD_"] is None
     assert passed["worker"]["profile"]["enabled"] is False
+    assert passed["worker"]["multiprocessing-method"] == (
+        "fork" if sys.platform.startswith("linux") else "spawn")
     assert passed["nanny"]["pre-spawn-environ"]["OMP_NUM_THREADS"] == 1  # the rest kept
-    with dask.config.set({env_key: 131072, "distributed.worker.profile.enabled": "yes"}):
+    with dask.config.set({env_key: 131072, "distributed.worker.profile.enabled": "yes",
+                          "distributed.worker.multiprocessing-method": "forkserver"}):
         passed = _inheritable_config()["distributed"]
         assert passed["nanny"]["pre-spawn-environ"]["MALLOC_TRIM_THRESHOLD_"] == 131072
         assert passed["worker"]["profile"]["enabled"] == "yes"
+        assert passed["worker"]["multiprocessing-method"] == "forkserver"
     assert dask.config.get(env_key) == 65536  # the live config is not changed
 
 
@@ -282,3 +288,4 @@ def test_own_cluster_workers_run_without_them(tmp_path, monkeypatch):
     row = load_results(tmp_path / "w").trials.iloc[0]
     assert row["state"] == "done"
     assert row["malloc_trim_set"] == 0.0 and row["profiling"] == 0.0
+    assert row["spawned"] == (0.0 if sys.platform.startswith("linux") else 1.0)
