@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
@@ -140,3 +140,28 @@ def half_failing_workflow(root, inner_cv=2):
     exp = Experiment(FailingClassifier(), param_grid={"fail": [False, True]}, cv=2,
                      inner_cv=inner_cv, error_score="raise")
     return exp.compile(root, X, y, chunk_size=1)
+
+
+class CountingScaler(TransformerMixin, BaseEstimator):
+    """StandardScaler that appends a line to ``log_file`` at each fit (across processes).
+
+    ``fail`` makes its fit raise; ``scale`` is a parameter a grid may set.
+    """
+
+    def __init__(self, log_file=None, fail=False, scale=1.0):
+        self.log_file = log_file
+        self.fail = fail
+        self.scale = scale
+
+    def fit(self, X, y=None):
+        if self.fail:
+            raise RuntimeError("CountingScaler asked to fail")
+        if self.log_file:
+            with open(self.log_file, "a", encoding="utf-8") as fh:
+                fh.write(f"{len(X)}\n")
+        X = np.asarray(X, dtype=float)
+        self.mean_, self.std_ = X.mean(axis=0), X.std(axis=0) + 1e-12
+        return self
+
+    def transform(self, X):
+        return self.scale * (np.asarray(X, dtype=float) - self.mean_) / self.std_

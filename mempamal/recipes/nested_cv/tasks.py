@@ -73,15 +73,40 @@ def run_fit(ctx: TaskContext, task) -> None:
                               ctx.spec["error_score"])
     where = "inner" if i is not None else "outer"
     fit_params, score_params = ctx.fit_params(f"{where}_fit"), ctx.fit_params(f"{where}_score")
-    rows = [fit_and_score(ctx.spec, ctx.X, ctx.y, train, test, ctx.candidate(o, c),
-                          return_estimator=keep, scorer=scorer, fit_params=fit_params,
-                          score_params=score_params)
-            for c in task.args["candidates"]]
+    candidates = [ctx.candidate(o, c) for c in task.args["candidates"]]
+    rows = _with_shared_prefix(ctx.spec, ctx.X, ctx.y, train, test, candidates, scorer,
+                               keep or fit_params or score_params)
+    if rows is None:
+        rows = [fit_and_score(ctx.spec, ctx.X, ctx.y, train, test, params,
+                              return_estimator=keep, scorer=scorer, fit_params=fit_params,
+                              score_params=score_params)
+                for params in candidates]
     doc = {"candidates": task.args["candidates"], "results": rows}
     if keep:  # its digest travels in the output that names it (trust rule)
         doc["estimator_sha256"] = dump_pickle(ctx.workdir.path(Workdir.estimator_output(o)),
                                               rows[0].pop("estimator"))
     write_json(ctx.workdir.path(task.outputs[0]), doc)
+
+
+def _with_shared_prefix(spec, X, y, train, test, candidates, scorer, excluded):
+    """The candidates' rows with the Pipeline's unchanged first steps fitted once.
+
+    None when that would not give scikit-learn's numbers (see :mod:`.prefix`).
+    """
+    from .prefix import SharedPrefix, shared_steps
+
+    n = 0 if excluded or spec["return_train_score"] else shared_steps(spec["estimator"],
+                                                                      candidates)
+    if n == 0:
+        return None
+    try:
+        shared = SharedPrefix(spec["estimator"], n, X, y, train, test)
+    except Exception:  # noqa: BLE001 - each candidate then fails as scikit-learn's would
+        return None
+    spec = {**spec, "estimator": shared.estimator}
+    return [shared.charge(fit_and_score(spec, shared.X, shared.y, shared.train, shared.test,
+                                        params, scorer=scorer), len(candidates))
+            for params in candidates]
 
 
 # -- select ------------------------------------------------------------------
