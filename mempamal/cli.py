@@ -360,7 +360,11 @@ def run_task_cmd(workdir, task_ids, task_file, index, force, then):
     if status == 0 and then:
         from .backends.slurm.tail import run_tails
 
-        run_tails(workdir, then, lambda tail: run_tasks_main(workdir, tail))
+        try:
+            run_tails(workdir, then, lambda tail: run_tasks_main(workdir, tail))
+        except Exception as exc:  # noqa: BLE001 - a shortcut: the tails' own jobs run them
+            click.echo(f"mempamal: downstream tasks left to their own job: "
+                       f"{type(exc).__name__}: {exc}", err=True)
     sys.exit(status)
 
 

@@ -194,3 +194,29 @@ def test_status_of_a_tail_running_in_the_upstream_element():
     assert states["s"] == "failed"
     assert updates["s"]["error_type"] == "TIMEOUT"
     assert updates["s"]["scheduler_log"] == "logs/mp-run-fit-o0-20_1.out"
+
+
+def test_whatever_goes_wrong_in_a_tail_leaves_the_element_exit_status_alone(
+        workdir, monkeypatch):
+    """A file system without locks, a vanished task file...: the job runs them."""
+    from click.testing import CliRunner
+
+    from mempamal.cli import cli
+
+    def broken(*args):
+        raise OSError(37, "No locks available")
+
+    monkeypatch.setattr(tail, "run_tails", broken)
+    result = CliRunner().invoke(cli, ["run-task", str(workdir.workdir.root),
+                                      *_fits(workdir, 0), "--then", _tails(workdir)[0]])
+    assert result.exit_code == 0, result.output
+    assert "left to their own job: OSError" in result.output
+    assert workdir.status()["select-o0"] == "pending"
+
+
+def test_a_rewrite_removes_the_locks_of_jobs_no_longer_planned(workdir):
+    out = workdir.workdir.backend_dir("slurm")
+    (out / "select-o0.tasks.lock").touch()  # as an element that ran a tail leaves it
+    (out / "gone.tasks.lock").touch()
+    SlurmBackend(tasks_per_job=1).write(workdir)
+    assert (out / "select-o0.tasks.lock").exists() and not (out / "gone.tasks.lock").exists()

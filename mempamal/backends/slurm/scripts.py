@@ -225,4 +225,6 @@ def write_scripts(workflow, jobs: list[Job], opts: dict, run_id: str,
     for old in out_dir.glob("*"):
         if old.suffix in (".sbatch", ".tasks") and old.name not in keep:
             old.unlink()  # left by an earlier write with other options
+        elif old.name.endswith(".tasks.lock") and old.name[:-5] not in keep:
+            old.unlink()  # the tail lock of a job no longer planned (see .tail)
     return paths
