@@ -1,0 +1,64 @@
+"""Which ready task the local executor starts next (pure: nothing runs)."""
+
+from __future__ import annotations
+
+import heapq
+
+import pytest
+
+from mempamal.backends.local import _DagRun
+from mempamal.recipes.nested_cv import build_tasks
+from mempamal.runner import TaskOutcome
+from mempamal.workflow import Workflow
+
+
+class _Bar:
+    def advance(self, ok):
+        pass
+
+    def skip(self, n):
+        pass
+
+
+def _order(tmp_path, n_outer: int, n_jobs: int) -> list[str]:
+    """Start order when tasks end one at a time, in the order they started."""
+    tasks = build_tasks([2] * n_outer, 2, 1, python="python3")  # 4 fits per outer split
+    wf = Workflow(tmp_path / "w", tasks, {"fingerprint": "0" * 16})
+    run = _DagRun(wf, {"n_jobs": n_jobs, "subprocess": False})
+    run.bar = _Bar()
+    ready = [run._priority(t) for t, w in run.waiting.items() if not w]
+    heapq.heapify(ready)
+    started = []
+    while ready:
+        tid = run._pop(ready)[-1]
+        run._unqueue(tid)
+        started.append(tid)
+        for child in run._finished(tid, TaskOutcome(tid, True)):
+            heapq.heappush(ready, run._priority(child))
+    assert sorted(started) == sorted(wf.tasks)
+    return started
+
+
+def _fits(o):
+    return [f"fit-o{o}-i{i}-c{c}" for i in range(2) for c in range(2)]
+
+
+def test_the_last_splits_fits_alternate_so_their_selects_end_together(tmp_path):
+    order = _order(tmp_path, 3, n_jobs=2)
+    # split 0 first, its select as soon as it can run...
+    assert order[:5] == [*_fits(0), "select-o0"]
+    # ... then the two splits left, taking from the one with more fits to start
+    fits = [t for t in order[5:] if t.startswith("fit-")]
+    assert fits == [t for pair in zip(_fits(1), _fits(2)) for t in pair]
+    assert order[-3:] == ["fit-o2-i1-c1", "select-o2", "aggregate"]
+
+
+@pytest.mark.parametrize("n_jobs", [1, 4])
+def test_one_worker_or_more_workers_than_splits_keep_workflow_order(tmp_path, n_jobs):
+    # one worker: nothing to end together; 4 workers, 3 splits: balanced from the start
+    order = _order(tmp_path, 3, n_jobs=n_jobs)
+    fits = [t for t in order if t.startswith("fit-")]
+    if n_jobs == 1:
+        assert fits == [*_fits(0), *_fits(1), *_fits(2)]
+    else:
+        assert fits[:3] == ["fit-o0-i0-c0", "fit-o1-i0-c0", "fit-o2-i0-c0"]
