@@ -35,8 +35,27 @@ def _load(root: str, _stamp: tuple):
     from .recipes import get_recipe
 
     wd = Workdir(root)
-    wf = Workflow.load(wd)
+    wf = _workflow(root, _stamp[0])
     return get_recipe(wf.recipe).load_context(wd, wf)
+
+
+def load_workflow(root) -> Workflow:
+    """The workflow of the workdir at ``root``, cached while workflow.json is unchanged.
+
+    What deciding that a line of tasks is already done needs: no pickle is
+    loaded, no scikit-learn imported.
+    """
+    wd = Workdir(root)
+    try:
+        stamp = os.stat(wd.workflow_file).st_mtime_ns
+    except FileNotFoundError as exc:
+        raise WorkdirError(f"{str(wd.root)!r} is not a complete workdir: {exc}") from None
+    return _workflow(str(wd.root), stamp)
+
+
+@lru_cache(maxsize=4)
+def _workflow(root: str, _stamp: int) -> Workflow:
+    return Workflow.load(Workdir(root))
 
 
 def check_digest(wf: Workflow, name: str) -> None:

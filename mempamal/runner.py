@@ -18,7 +18,7 @@ import traceback
 import warnings
 from dataclasses import dataclass
 
-from .errors import CorruptOutputError, MissingInputError
+from .errors import CorruptOutputError, MempamalError, MissingInputError
 from .measure import TaskUsage
 from .workdir import open_log, read_json, read_meta, write_meta
 from .workflow import sha256_file
@@ -232,6 +232,10 @@ def run_tasks_main(root, task_ids, force: bool = False) -> int:
     0 if all succeeded, EXIT_NOT_READY if the only problem is tasks started
     before their dependencies were done, 1 otherwise.
     """
+    if not force and _all_done(root, task_ids):
+        # a line run already (by the upstream element that ended last, see
+        # backends.slurm.tail, or before a resume): nothing to load or import
+        return 0
     failed, not_ready = False, False
     for tid in task_ids:
         outcome = run_task(root, tid, force=force)
@@ -244,6 +248,18 @@ def run_tasks_main(root, task_ids, force: bool = False) -> int:
             failed = True
             print(f"mempamal: task {tid} failed: {outcome.error}", file=sys.stderr)
     return 1 if failed else EXIT_NOT_READY if not_ready else 0
+
+
+def _all_done(root, task_ids) -> bool:
+    """Whether every task of ``task_ids`` has all its outputs (False when unsure)."""
+    from .context import load_workflow
+
+    try:
+        wf = load_workflow(root)
+        outputs = [rel for tid in task_ids for rel in wf.tasks[tid].outputs]
+    except (KeyError, OSError, ValueError, MempamalError):
+        return False  # run_task reports what is wrong, task by task
+    return len(wf.workdir.existing(outputs)) == len(outputs)
 
 
 #: (modules imported when it was made, controller): threadpoolctl's look at

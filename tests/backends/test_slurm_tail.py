@@ -220,3 +220,24 @@ def test_a_rewrite_removes_the_locks_of_jobs_no_longer_planned(workdir):
     (out / "gone.tasks.lock").touch()
     SlurmBackend(tasks_per_job=1).write(workdir)
     assert (out / "select-o0.tasks.lock").exists() and not (out / "gone.tasks.lock").exists()
+
+
+def test_a_job_whose_line_is_done_exits_without_importing_scikit_learn(workdir):
+    """The downstream job after a tail: it starts, sees its outputs and ends at once."""
+    import subprocess
+    import sys
+
+    root = workdir.workdir.root
+    assert run_tasks_main(root, list(workdir.tasks)) == 0
+    argv = [sys.executable, "-X", "importtime", "-m", "mempamal", "run-task", str(root),
+            "--task-file", str(workdir.workdir.backend_dir("slurm") / "select-o0.tasks"),
+            "--index", "0"]
+    done = subprocess.run(argv, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    imported = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()]
+    assert "mempamal.runner" in imported and "sklearn" not in imported
+    # one task of the line not done: the line runs (and imports what it needs)
+    workdir.workdir.path(workdir.tasks["select-o0"].outputs[0]).unlink()
+    again = subprocess.run(argv, capture_output=True, text=True)
+    assert again.returncode == 0 and "sklearn" in again.stderr
+    assert workdir.status()["select-o0"] == "done"
