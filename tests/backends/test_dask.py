@@ -146,6 +146,51 @@ def test_own_local_cluster_equals_local_backend(tmp_path, oracle, capsys):
     assert wf.run("dask", client=None, n_jobs=1).executed == []
 
 
+def test_own_cluster_closes_after_the_run_returns_and_leaves_nothing(tmp_path, monkeypatch):
+    """The run returns once its results are written; the cluster's processes stop soon after."""
+    import psutil
+
+    from mempamal.backends.dask.local_cluster import OwnCluster
+
+    seen = []
+    close_in_background = OwnCluster.close_in_background
+
+    def recording(cluster):
+        servers = [psutil.Process(p.pid) for p in cluster.procs.values()]
+        seen.extend(servers + [c for s in servers for c in s.children(recursive=True)])
+        return close_in_background(cluster)
+
+    monkeypatch.setattr(OwnCluster, "close_in_background", recording)
+    wf = _compile(tmp_path / "w")
+    wf.run("dask", n_jobs=2, progress=False, cluster_options={"dashboard_address": ":0"})
+    assert wf.done() == set(wf.tasks)
+    assert len(seen) >= 4  # scheduler, the nannies' process, two workers
+    deadline = time.monotonic() + 30
+    while any(_running(p) for p in seen) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [p for p in seen if _running(p)] == []
+    # a run with a failed task too (its report is raised after the cluster is left)
+    seen.clear()
+    exp = Experiment(FailingClassifier(fail=True), cv=2, inner_cv=None, error_score="raise")
+    failing = _compile(tmp_path / "f", exp)
+    with pytest.raises(TaskFailedError):
+        failing.run("dask", n_jobs=1, progress=False,
+                    cluster_options={"dashboard_address": ":0"})
+    deadline = time.monotonic() + 30
+    while any(_running(p) for p in seen) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert seen and [p for p in seen if _running(p)] == []
+
+
+def _running(proc) -> bool:
+    import psutil
+
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def test_existing_client_and_cluster_object(tmp_path, oracle, client, cluster):
     wf = _compile(tmp_path / "a")
     wf.run("dask", client=client, progress=False)

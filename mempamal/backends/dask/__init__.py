@@ -261,7 +261,7 @@ class DaskBackend(Backend):
                 if o["n_jobs"] is not None:
                     target.scale(o["n_jobs"])
             elif (o["cluster"] or "local") == "local":
-                own = stack.enter_context(self._own_cluster(workdir))
+                own = stack.enter_context(_closed_after(self._own_cluster(workdir)))
                 target = own.address
             else:
                 target = stack.enter_context(self._jobqueue_cluster())
@@ -343,6 +343,18 @@ class DaskBackend(Backend):
                     "them (`dask worker --resources \"CPU=1\"`, cluster_options="
                     "{'resources': {...}} for the local cluster) or leave the resources "
                     "option unset")
+
+
+@contextlib.contextmanager
+def _closed_after(cluster: OwnCluster):
+    """Start ``cluster``; close it in the background after a run, at once after an error."""
+    cluster.__enter__()  # a start that fails closes what it started
+    try:
+        yield cluster
+    except BaseException:
+        cluster.close()  # Ctrl-C, a lost worker...: everything stopped before raising
+        raise
+    cluster.close_in_background()
 
 
 def _resource_map(value) -> dict:
