@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -232,7 +233,10 @@ def bench_here(section, reps, n_jobs, root, results):
     else:
         variants = {"W1 dask LocalCluster / local": ("dask", {"n_jobs": n_jobs,
                                                               "progress": False})}
-    local, times = _w1_versus_local(variants, reps, n_jobs, root, section)
+    # the Dask run closes its cluster in the background: let it end before the
+    # next measure, so that no measure shares the cores with it
+    local, times = _w1_versus_local(variants, reps, n_jobs, root, section,
+                                    wait=_wait_for_closing_clusters)
     results["workloads"][f"W1-{section.lower()}"] = {"local_s": local, **times}
     for name, t in times.items():
         results["ratios"][name] = statistics.median(t) / statistics.median(local)
@@ -270,6 +274,13 @@ def _w1_versus_local(variants, reps, n_jobs, root, label, wait=None):
                                           for n, t in times.items())
               + f"  local {local[-1]:.2f}s", flush=True)
     return local, times
+
+
+def _wait_for_closing_clusters(timeout: float = 30.0) -> None:
+    """Wait for the threads closing a Dask cluster after a run (see local_cluster)."""
+    for thread in threading.enumerate():
+        if thread.name == "mempamal-dask-close":
+            thread.join(timeout)
 
 
 def _wait_for_idle_cluster(timeout: float = 120.0) -> None:

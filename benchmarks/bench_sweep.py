@@ -35,6 +35,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from bench import (  # noqa: E402
+    _wait_for_closing_clusters,
     _wait_for_idle_cluster,
     environment,
     print_table,
@@ -108,6 +109,7 @@ def available(backends) -> list[str]:
 def _timed(func, n, root, name, rep) -> float:
     if name == "slurm":
         _wait_for_idle_cluster()
+    _wait_for_closing_clusters()  # a Dask run's cluster may still be closing
     return _end_to_end(func, n, root / f"{func.__name__}-{name}-{rep}", name, **BACKENDS[name])
 
 
