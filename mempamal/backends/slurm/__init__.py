@@ -5,7 +5,8 @@ and ``submit.sh``, which a person can read, edit and run by hand on a login
 node. ``submit`` runs the same sbatch commands for the pending tasks only
 (array index lists such as ``--array=3,7,9``) and returns at once; ``status``
 asks squeue once for every recorded job; ``run`` submits and polls.
-See :mod:`.plan` for how tasks become jobs.
+See :mod:`.plan` for how tasks become jobs, and :mod:`.tail` for the array
+element that ends last running the next plain job's line itself.
 """
 
 from __future__ import annotations
