@@ -232,7 +232,7 @@ def run_tasks_main(root, task_ids, force: bool = False) -> int:
     0 if all succeeded, EXIT_NOT_READY if the only problem is tasks started
     before their dependencies were done, 1 otherwise.
     """
-    if not force and _all_done(root, task_ids):
+    if not force and all_done(root, task_ids):
         # a line run already (by the upstream element that ended last, see
         # backends.slurm.tail, or before a resume): nothing to load or import
         return 0
@@ -250,7 +250,7 @@ def run_tasks_main(root, task_ids, force: bool = False) -> int:
     return 1 if failed else EXIT_NOT_READY if not_ready else 0
 
 
-def _all_done(root, task_ids) -> bool:
+def all_done(root, task_ids) -> bool:
     """Whether every task of ``task_ids`` has all its outputs (False when unsure)."""
     from .context import load_workflow
 

@@ -38,6 +38,19 @@ def fit_and_score(estimator, X, y, *, scorer, train, test, parameters, fit_param
     return _fit_and_score(estimator, X, y, **kwargs)
 
 
+def is_pairwise(estimator) -> bool:
+    """Whether ``estimator`` takes a kernel or distances between samples, not features.
+
+    scikit-learn >= 1.6 reads it from ``get_tags``; before, from the private
+    ``_get_tags()``.
+    """
+    try:
+        from sklearn.utils import get_tags
+    except ImportError:  # scikit-learn < 1.6
+        return bool(estimator._get_tags().get("pairwise", False))
+    return bool(get_tags(estimator).input_tags.pairwise)
+
+
 def check_scoring(estimator, scoring, *, raise_exc: bool = True):
     """The scorer ``GridSearchCV`` and ``cross_validate`` build from ``scoring``.
 

@@ -237,6 +237,19 @@ def test_task_killed_by_a_forgotten_job_is_failed():
     assert updates["a"]["scheduler_state"] == "UNKNOWN"
 
 
+def test_task_of_a_forgotten_job_run_by_a_job_slurm_knows_reads_that_job():
+    """The meta names another job than the (forgotten) one assigned: its row and log."""
+    records = [Record("10", "fit-o0", "0")]
+    assigned = assignments(records, lambda stem: [["a"]])
+    rows = parse_squeue("15|15|N/A|mp-run-fit-o0|FAILED|NonZeroExitCode\n")
+    states, updates = task_states({"a": "running"}, assigned, rows,
+                                  {"a": {"state": "running", "slurm_job": "15"}},
+                                  lambda stem: f"mp-run-{stem}")
+    assert states == {"a": "failed"}
+    assert updates["a"]["scheduler_state"] == "FAILED (NonZeroExitCode)"
+    assert updates["a"]["scheduler_log"] == "logs/mp-run-fit-o0-15.out"
+
+
 def test_records_ignore_comments(tmp_path):
     f = tmp_path / "jobs.tsv"
     f.write_text("# submitted by submit.sh\n10\tfit-o0\t0-3%2\n11\tselect-o0\t-\n")

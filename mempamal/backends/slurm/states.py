@@ -74,27 +74,25 @@ def task_states(file_states: dict, assigned: dict, rows: list[dict], metas: dict
         where = assigned.get(tid)
         row = by_key.get(where[:2]) if where else None
         job = str(meta.get("slurm_job") or "")
-        if row is not None and state == "running" and job != row["job"] and job in known_jobs:
-            # run by an upstream element that ended last (see .tail): that
-            # element's job says whether it still runs or was killed
+        if state == "running" and job in known_jobs and (row is None or job != row["job"]):
+            # run by another job than the one assigned: the upstream element
+            # that ended last (see .tail), or a job SLURM still knows while it
+            # forgot the assigned one. That job says whether it still runs or
+            # was killed, and its log is the one to read.
             other = known_jobs[job]
             states[tid], upd = _from_row(tid, other, meta, [tid], metas,
-                                         (*row_key(other), other["name"], [tid]))
+                                         (*row_key(other), None, [tid]))
             if upd:
                 updates[tid] = upd
             continue
         if row is None:
             # SLURM forgot the job (or never had it): only a meta left "running"
             # by a job that is no longer active needs correcting
-            if state == "running" and job and job not in known_jobs and where is not None:
+            if state == "running" and job and where is not None:
                 name = default_name(where[2])
                 states[tid] = "failed"
                 updates[tid] = _killed(meta, "UNKNOWN", None, job,
                                        log_path(name, where[0], where[1]))
-            elif state == "running" and job in known_jobs:
-                states[tid], upd = _from_row(tid, known_jobs[job], meta, [tid], metas, where)
-                if upd:
-                    updates[tid] = upd
             continue
         states[tid], upd = _from_row(tid, row, meta, where[3], metas, where)
         if upd:

@@ -55,16 +55,14 @@ def tail_jobs(jobs, directives_of) -> dict[str, list[str]]:
     end with their split's select and, when it is the last, the aggregate.
     ``jobs`` are in dependency order.
     """
-    def resources(stem):
-        return sorted(d for d in directives_of(stem) if not d.startswith(_OWN))
-
+    resources = {job.stem: sorted(d for d in directives_of(job.stem) if not d.startswith(_OWN))
+                 for job in jobs}
     direct: dict[str, list[str]] = {job.stem: [] for job in jobs}
     for job in jobs:
         if job.array:
             continue
-        mine = resources(job.stem)
         for up in job.deps:
-            if resources(up) == mine:
+            if resources[up] == resources[job.stem]:
                 direct[up].append(job.stem)
     out: dict[str, list[str]] = {}
     for job in reversed(jobs):  # a tail's own tails are known before it is used
@@ -79,10 +77,10 @@ def run_tails(root, task_files, run_line) -> None:
     ``run_line(task_ids) -> exit status`` runs tasks in this process. Files
     are taken in order, so a tail may use what the one before produced.
     """
-    from ...context import load_context
+    from ...context import load_workflow
+    from ...runner import all_done
 
-    workflow = load_context(root).workflow
-    wd = workflow.workdir
+    workflow = load_workflow(root)
     clock = _Deadline()
     for path in task_files:
         with open(path, encoding="utf-8") as fh:
@@ -92,10 +90,9 @@ def run_tails(root, task_files, run_line) -> None:
             continue  # a task file of another compile: left to its job
         inside = set(ids)
         deps = {d for t in tasks for d in t.deps if d not in inside}
-        needed = [rel for d in deps for rel in workflow.tasks[d].outputs]
-        outputs = [rel for t in tasks for rel in t.outputs]
-        if (len(wd.existing(needed)) != len(needed)  # not the last: it, or the job, runs them
-                or len(wd.existing(outputs)) == len(outputs)):  # already run
+        if not all_done(root, deps):  # not the last: it, or the job, runs them
+            continue
+        if all_done(root, ids):  # already run
             continue
         lock = FileLock(f"{path}.lock", timeout=0)
         try:

@@ -33,6 +33,8 @@ import time
 
 import numpy as np
 
+from ...sklearn_compat import is_pairwise
+
 __all__ = ["SharedPrefix", "shared_steps"]
 
 
@@ -59,8 +61,8 @@ def shared_steps(estimator, candidates: list[dict]) -> int:
             break
         n += 1
     # pairwise: the final step's test rows would be a kernel against its train rows
-    if (n == 0 or _draws_global_randomness(estimator[:n]) or _pairwise(estimator)
-            or _pairwise(estimator.steps[-1][1])):
+    if (n == 0 or _draws_global_randomness(estimator[:n]) or is_pairwise(estimator)
+            or is_pairwise(estimator.steps[-1][1])):
         return 0
     return n
 
@@ -68,14 +70,6 @@ def shared_steps(estimator, candidates: list[dict]) -> int:
 def _draws_global_randomness(prefix) -> bool:
     return any(key.split("__")[-1] == "random_state" and value is None
                for key, value in prefix.get_params(deep=True).items())
-
-
-def _pairwise(estimator) -> bool:
-    try:
-        from sklearn.utils import get_tags
-    except ImportError:  # scikit-learn < 1.6
-        return bool(estimator._get_tags().get("pairwise", False))
-    return bool(get_tags(estimator).input_tags.pairwise)
 
 
 class SharedPrefix:
