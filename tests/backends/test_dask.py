@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from conftest import requires_or_fail
@@ -123,6 +124,7 @@ def test_bad_options_touch_nothing(tmp_path):
 
 def test_unreachable_scheduler_is_a_clear_error(tmp_path):
     import dask
+    import distributed  # noqa: F401  (first: see the test below)
 
     wf = _compile(tmp_path / "w")
     with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), \
@@ -130,6 +132,43 @@ def test_unreachable_scheduler_is_a_clear_error(tmp_path):
                                               "'tcp://127.0.0.1:1'"):
         wf.run("dask", address="tcp://127.0.0.1:1")
     assert not list(wf.workdir.logs_dir.iterdir())
+
+
+RUNS_AFTER_A_CONFIG_BLOCK = """
+import sys
+import dask
+from mempamal import Sweep
+from sweep_funcs import plain
+
+def sweep():
+    return Sweep(plain, param_grid={"x": [1.0, 2.0]}, metric="value", mode="min")
+
+# entered before distributed's first import: on the way out, dask removes
+# the whole section it inserted, distributed's defaults with it
+with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+    sweep().compile(sys.argv[1] + "/a").run("dask", n_jobs=1, progress=False)
+assert "distributed" not in dask.config.config, "dask kept the section: nothing to test"
+sweep().compile(sys.argv[1] + "/b").run("dask", n_jobs=1, progress=False)
+# what the user set after the block stays
+dask.config.set({"distributed.scheduler.allowed-failures": 7})
+sweep().compile(sys.argv[1] + "/c").run("dask", n_jobs=1, progress=False)
+print(dask.config.get("distributed.scheduler.allowed-failures"))
+"""
+
+
+@pytest.mark.slow
+def test_a_second_run_after_a_config_block_that_took_distributed_defaults_away(tmp_path):
+    """A script's ``with dask.config.set({"distributed...": v}): wf.run("dask")``
+    before distributed was imported left every later run failing with
+    ``KeyError: 'distributed'`` (a fresh interpreter: distributed not imported)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", RUNS_AFTER_A_CONFIG_BLOCK, str(tmp_path)],
+                          capture_output=True, text=True, timeout=180, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["7"]
+    for run in "abc":
+        assert load_results(tmp_path / run).trials["value"].tolist() == [1.0, 0.0]
 
 
 # -- runs ----------------------------------------------------------------------
@@ -318,6 +357,7 @@ def test_task_that_kills_its_worker_fails(tmp_path):
     # (allowed-failures=0; saturation 1.0 keeps queued tasks off a dying
     # worker, so only the guilty task is blamed)
     import dask
+    import distributed  # noqa: F401  (first: see the test below)
 
     crash = tmp_path / "crash"
     crash.touch()

@@ -46,7 +46,13 @@ from ...errors import BackendError, ValidationError
 from ...lock import run_lock
 from ..base import Backend, RunReport, resume_in_background
 from .execution import announce, run_rounds, task_resources
-from .local_cluster import LOOPBACK, OwnCluster, check_options, dashboard_address
+from .local_cluster import (
+    LOOPBACK,
+    OwnCluster,
+    check_options,
+    dashboard_address,
+    with_distributed_defaults,
+)
 from .worker import TaskFailed, run_on_worker
 
 __all__ = ["DaskBackend", "TaskFailed", "run_on_worker"]
@@ -214,6 +220,7 @@ class DaskBackend(Backend):
     def run(self, workflow) -> RunReport:
         """Run every pending task on the cluster; wait; raise on failures."""
         wd = workflow.workdir
+        with_distributed_defaults()
         with run_lock(wd, f"dask run ({self._describe()})"):
             wd.remove_temporaries()
             todo = workflow.pending()

@@ -375,12 +375,33 @@ def _inheritable_config() -> dict:
 
     import dask.config
 
+    with_distributed_defaults()
     config = copy.deepcopy(dask.config.config)
     routes = config.get("distributed", {}).get("scheduler", {}).get("http", {}).get("routes")
     if isinstance(routes, list):
         routes[:] = [r for r in routes if r != "distributed.http.scheduler.missing_bokeh"]
     _for_compute(config)
     return config
+
+
+def with_distributed_defaults() -> None:
+    """Fill back into the live dask config the defaults of distributed it lost.
+
+    ``with dask.config.set({"distributed.…": value}):`` entered before
+    distributed was first imported records the whole ``distributed`` section
+    as its own insert, and removes it on the way out, with the defaults
+    distributed's import merged into it (dask's rule). Every later ``Client``
+    then fails with ``KeyError: 'distributed'``: a script's second Dask run
+    would. Only missing keys are filled: what the user set stays.
+    """
+    import copy
+
+    import dask.config
+
+    # (the module: the package's attribute ``config`` is dask's config dict)
+    from distributed.config import defaults
+
+    dask.config.update(dask.config.config, copy.deepcopy(defaults), priority="old")
 
 
 #: distributed's default ``MALLOC_TRIM_THRESHOLD_`` for the workers it spawns
