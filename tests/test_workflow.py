@@ -77,15 +77,45 @@ def test_chunk_size_fills_the_cores_in_the_last_wave(n_candidates, size, n_split
 
 def test_a_fast_fit_is_timed_warm_at_compile(tmp_path):
     """The first fit pays one-time costs: a fast one is timed a second time, warm."""
+    import numpy as np
     from helpers import CountingClassifier, iris
 
     from mempamal import Experiment
 
     X, y = iris()
     log = tmp_path / "fits.log"
-    exp = Experiment(CountingClassifier(log_file=str(log)), param_grid={"C": [0.1, 1.0]},
-                     cv=2, inner_cv=2)
+    # more candidates than a task of even a 1 ms fit holds, so that a warm
+    # time could change the chunk size
+    exp = Experiment(CountingClassifier(log_file=str(log)),
+                     param_grid={"C": np.linspace(0.1, 1.0, 3000)}, cv=2, inner_cv=2)
     wf = exp.compile(tmp_path / "w", X, y)
     probes = log.read_text().splitlines()
     assert len(probes) == 2 and probes[0] == probes[1], probes  # the same fit, twice
     assert 0 < wf.meta["seconds_per_fit"] < 1.0
+
+
+@pytest.mark.parametrize(("n_candidates", "timings"), [
+    (4, 1),   # 2 s / 0.36 s holds 5 candidates: all 4 in one task whatever a warm fit says
+    (10, 2),  # 5 of 10: a faster warm fit could put more in a task
+])
+def test_a_fit_is_timed_again_only_when_that_can_change_the_chunk_size(
+        tmp_path, monkeypatch, n_candidates, timings):
+    import numpy as np
+    from helpers import FailingClassifier, iris
+
+    from mempamal import Experiment
+    from mempamal.recipes.nested_cv import compile as nested_compile
+
+    calls = []
+
+    def timed(*args, **kwargs):
+        calls.append(kwargs.get("add_rows"))
+        return {"fit_time": 0.36 if len(calls) == 1 else 0.2, "score_time": 0.0}
+
+    monkeypatch.setattr(nested_compile, "_first_fit", timed)
+    X, y = iris()
+    exp = Experiment(FailingClassifier(), param_grid={"C": np.linspace(0.1, 1.0, n_candidates)},
+                     cv=2, inner_cv=2)
+    wf = exp.compile(tmp_path / "w", X, y)
+    assert len(calls) == timings and calls == [None] * timings
+    assert wf.meta["seconds_per_fit"] == (0.36 if timings == 1 else 0.2)

@@ -154,21 +154,28 @@ def _auto_chunk_size(spec, X, y, splits) -> tuple[int, float | None, float | Non
     except Exception:  # noqa: BLE001 - the run will report it with its context
         return 1, None, None
     peak = usage.stop()["peak_rss_mb"]
-    seconds = res["fit_time"] + res["score_time"]
-    if seconds < RETIME_BELOW_SECONDS:
+    seconds = max(res["fit_time"] + res["score_time"], 1e-3)
+    size = _size_for(seconds, n)
+    if seconds < RETIME_BELOW_SECONDS and size < n:
         # a first fit pays one-time costs (lazy imports, BLAS start-up, page
         # faults on the data) that made W2's fits look 0.16 s instead of 2 ms
         # and the chunk size swing from run to run: time a warm one as well
-        # (one fit more among the hundreds the run makes)
+        # (one fit more among the hundreds the run makes). Not when every
+        # candidate already fits in one task: a faster fit cannot change
+        # that, and W3's second 0.36 s fit left a core idle at compile
         again = _first_fit(spec, X, y, splits)
-        seconds = min(seconds, again["fit_time"] + again["score_time"])
-    seconds = max(seconds, 1e-3)
-    size = max(1, min(n, math.floor(TARGET_TASK_SECONDS / seconds)))
+        seconds = max(min(seconds, again["fit_time"] + again["score_time"]), 1e-3)
+        size = _size_for(seconds, n)
     n_splits = sum(splits.n_inner(o) for o in range(splits.n_outer)) + len(splits.final)
     size = balanced_chunk_size(n, size, n_splits, _cores())
     print(f"mempamal: one fit took {seconds:.3f}s; {size} candidate(s) per fit task",
           file=sys.stderr)
     return size, seconds, peak
+
+
+def _size_for(seconds: float, n_candidates: int) -> int:
+    """Candidates per task making a task last about TARGET_TASK_SECONDS (1 to all)."""
+    return max(1, min(n_candidates, math.floor(TARGET_TASK_SECONDS / seconds)))
 
 
 #: a first fit shorter than this is timed again, warm (see _auto_chunk_size)
