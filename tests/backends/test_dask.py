@@ -171,6 +171,25 @@ def test_a_second_run_after_a_config_block_that_took_distributed_defaults_away(t
         assert load_results(tmp_path / run).trials["value"].tolist() == [1.0, 0.0]
 
 
+def test_every_registered_dask_default_is_filled_back_and_set_values_stay(monkeypatch):
+    """dask-jobqueue's section is lost the same way as distributed's."""
+    import dask.config
+    from conftest import import_or_fail
+
+    from mempamal.backends.dask.local_cluster import with_dask_defaults
+
+    import_or_fail("dask_jobqueue")
+    walltime = dask.config.get("jobqueue.slurm.walltime")
+    timeout = dask.config.get("distributed.comm.timeouts.connect")
+    # as after with-blocks entered before the imports, then one value set
+    monkeypatch.setitem(dask.config.config, "jobqueue", {"slurm": {"cores": 3}})
+    monkeypatch.delitem(dask.config.config, "distributed")
+    with_dask_defaults()
+    assert dask.config.get("jobqueue.slurm.cores") == 3
+    assert dask.config.get("jobqueue.slurm.walltime") == walltime
+    assert dask.config.get("distributed.comm.timeouts.connect") == timeout
+
+
 # -- runs ----------------------------------------------------------------------
 def test_own_local_cluster_equals_local_backend(tmp_path, oracle, capsys):
     wf = _compile(tmp_path / "w")

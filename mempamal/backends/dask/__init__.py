@@ -51,7 +51,7 @@ from .local_cluster import (
     OwnCluster,
     check_options,
     dashboard_address,
-    with_distributed_defaults,
+    with_dask_defaults,
 )
 from .worker import TaskFailed, run_on_worker
 
@@ -220,7 +220,7 @@ class DaskBackend(Backend):
     def run(self, workflow) -> RunReport:
         """Run every pending task on the cluster; wait; raise on failures."""
         wd = workflow.workdir
-        with_distributed_defaults()
+        with_dask_defaults()
         with run_lock(wd, f"dask run ({self._describe()})"):
             wd.remove_temporaries()
             todo = workflow.pending()

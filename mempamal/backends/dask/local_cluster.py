@@ -375,7 +375,7 @@ def _inheritable_config() -> dict:
 
     import dask.config
 
-    with_distributed_defaults()
+    with_dask_defaults()
     config = copy.deepcopy(dask.config.config)
     routes = config.get("distributed", {}).get("scheduler", {}).get("http", {}).get("routes")
     if isinstance(routes, list):
@@ -384,24 +384,25 @@ def _inheritable_config() -> dict:
     return config
 
 
-def with_distributed_defaults() -> None:
-    """Fill back into the live dask config the defaults of distributed it lost.
+def with_dask_defaults() -> None:
+    """Fill back into the live dask config the defaults it lost.
 
     ``with dask.config.set({"distributed.…": value}):`` entered before
     distributed was first imported records the whole ``distributed`` section
     as its own insert, and removes it on the way out, with the defaults
-    distributed's import merged into it (dask's rule). Every later ``Client``
-    then fails with ``KeyError: 'distributed'``: a script's second Dask run
-    would. Only missing keys are filled: what the user set stays.
+    distributed's import merged into it (dask's rule; dask-jobqueue's
+    ``jobqueue`` section alike). Every later ``Client`` then fails with
+    ``KeyError: 'distributed'``: a script's second Dask run would. Every
+    package's registered defaults (``dask.config.defaults``) fill the keys
+    that are missing; what the user set stays.
     """
     import copy
 
     import dask.config
+    import distributed  # noqa: F401  (registers its defaults, if not done yet)
 
-    # (the module: the package's attribute ``config`` is dask's config dict)
-    from distributed.config import defaults
-
-    dask.config.update(dask.config.config, copy.deepcopy(defaults), priority="old")
+    for defaults in dask.config.defaults:
+        dask.config.update(dask.config.config, copy.deepcopy(defaults), priority="old")
 
 
 #: distributed's default ``MALLOC_TRIM_THRESHOLD_`` for the workers it spawns
