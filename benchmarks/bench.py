@@ -257,6 +257,9 @@ def _w1_versus_local(variants, reps, n_jobs, root, label, wait=None):
     print(f"\nW1 on {label} vs local", flush=True)
     times = {name: [] for name in variants}
     local = []
+    # warm the local pool once, as bench_workload does (run alone, --only
+    # SLURM timed a cold pool in its first rep: 1.3 s more)
+    mempamal_local(wl, n_jobs, root)
     for rep in range(reps):
         if wait:
             wait()
