@@ -62,3 +62,35 @@ def test_one_worker_or_more_workers_than_splits_keep_workflow_order(tmp_path, n_
         assert fits == [*_fits(0), *_fits(1), *_fits(2)]
     else:
         assert fits[:3] == ["fit-o0-i0-c0", "fit-o1-i0-c0", "fit-o2-i0-c0"]
+
+
+# -- the same order, fixed ahead, as Dask priorities ---------------------------
+@pytest.mark.parametrize("n_jobs", [1, 2, 4])
+@pytest.mark.parametrize("n_outer", [1, 3, 5])
+def test_dask_priorities_give_the_fits_the_local_executors_start_order(tmp_path, n_outer,
+                                                                        n_jobs):
+    from mempamal.backends.ordering import priorities
+
+    local = _order(tmp_path, n_outer, n_jobs)
+    tasks = {t.id: t for t in build_tasks([2] * n_outer, 2, 1, python="python3")}
+    prio = priorities(tasks, list(tasks), n_jobs)
+    assert set(prio) == set(tasks)
+    by_priority = sorted(tasks, key=lambda t: -prio[t])
+    fits = [t for t in by_priority if t.startswith("fit-")]
+    assert fits == [t for t in local if t.startswith("fit-")]
+    # deeper first: every select above every fit, the aggregate above both
+    selects = [t for t in by_priority if t.startswith("select-")]
+    assert by_priority == ["aggregate", *selects, *fits]
+    assert selects == [f"select-o{o}" for o in range(n_outer)]
+
+
+def test_dask_priorities_cover_only_the_tasks_to_run(tmp_path):
+    from mempamal.backends.ordering import priorities
+
+    tasks = {t.id: t for t in build_tasks([2] * 3, 2, 1, python="python3")}
+    todo = [t for t in tasks if not t.startswith("fit-o0")]  # split 0's fits are done
+    prio = priorities(tasks, todo, 2)
+    assert set(prio) == set(todo)
+    fits = sorted((t for t in todo if t.startswith("fit-")), key=lambda t: -prio[t])
+    # two splits left for two workers: balanced from the start
+    assert fits == [t for pair in zip(_fits(1), _fits(2)) for t in pair]

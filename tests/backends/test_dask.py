@@ -331,6 +331,31 @@ def test_failure_blocks_dependents_only(tmp_path, client):
     assert {t for t, a in attempts.items() if a == 2} == failed
 
 
+def _starts(wf) -> dict:
+    out = {}
+    for tid in wf.tasks:
+        with open(wf.workdir.meta_file(tid), encoding="utf-8") as fh:
+            out[tid] = json.load(fh)["start"]
+    return out
+
+
+@pytest.mark.slow
+def test_tasks_start_in_the_local_executors_order(tmp_path):
+    """A select as soon as its fits are done, and the last two splits' fits
+    alternate, so that their selects end together (``backends/ordering.py``);
+    in submission order, Dask ran every fit of a split before the next
+    split's, and each select after the fits queued on its worker."""
+    exp = Experiment(SleepyClassifier(delay=0.2), param_grid={"C": [0.1, 1.0]}, cv=3,
+                     inner_cv=2)
+    wf = _compile(tmp_path / "w", exp)
+    wf.run("dask", n_jobs=2, progress=False, cluster_options={"dashboard_address": ":0"})
+    starts = _starts(wf)
+    fits = {o: sorted(t for k, t in starts.items() if k.startswith(f"fit-o{o}-"))
+            for o in range(3)}
+    assert starts["select-o0"] < fits[1][-1]
+    assert fits[2][0] < fits[1][-1] and fits[1][0] < fits[2][-1]
+
+
 def test_killed_worker_task_is_rerun(tmp_path, client):
     exp = Experiment(SleepyClassifier(delay=0.4), param_grid={"C": [0.1, 1.0]},
                      cv=2, inner_cv=2)

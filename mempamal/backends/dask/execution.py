@@ -9,6 +9,7 @@ import distributed
 
 from ...errors import ValidationError
 from ..base import RunReport
+from ..ordering import priorities
 from ..progress import RunProgress
 from .worker import TaskFailed, indent, run_on_worker
 
@@ -109,6 +110,10 @@ class _DaskRun:
         self.futures: dict = {}
         self.held = list(self.todo)  # not submitted yet (see _release)
         self.ended: set[str] = set()
+        # the local executor's order (a select as soon as its fits are done
+        # and a balanced end) as Dask priorities; a worker runs one task at a time
+        self.priority = priorities(self.wf.tasks, self.pending,
+                                   max(1, len(self.client.nthreads())))
         self._release()
         tids = {f.key: tid for tid, f in self.futures.items()}
         ended = distributed.as_completed(list(self.futures.values()), loop=self.client.loop)
@@ -151,7 +156,8 @@ class _DaskRun:
             deps = [self.futures[d] for d in task.hard_deps if d in self.futures]  # done: none
             fut = self.client.submit(
                 run_on_worker, root, task.id, *deps, key=f"{task.id}-{self.nonce}",
-                pure=False, resources=self.needs.get(task.id) or None)
+                pure=False, resources=self.needs.get(task.id) or None,
+                priority=self.priority[task.id])
             self.futures[task.id] = fut
             new.append((task.id, fut))
         self.held = still
