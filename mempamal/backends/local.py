@@ -204,7 +204,8 @@ class _DagRun:
         busy. But the last split's select would then run alone, every other
         core idle (W3: a 2.2 s refit). Once no more joins have tasks to start
         than there are workers, taking from the fullest one first makes them
-        end together, and their selects run side by side.
+        end together, and their selects run side by side. The Dask backend
+        plays this rule ahead of time (:mod:`mempamal.backends.ordering`).
         """
         best = heapq.heappop(ready)
         if not ready or not 2 <= self.joins_at[-best[0]] <= self.opts["n_jobs"]:
