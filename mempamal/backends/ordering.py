@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+from .packing import dependents
+
 
 def priorities(tasks: dict, todo, workers: int) -> dict[str, int]:
     """A priority per task of ``todo``: larger starts first (Dask's ``priority=``).
@@ -39,12 +41,10 @@ def priorities(tasks: dict, todo, workers: int) -> dict[str, int]:
         the join with the most left (the first in workflow order on a tie).
     """
     todo = set(todo)
+    children = dependents(tasks)
     depth: dict[str, int] = {}
-    children: dict[str, list[str]] = {tid: [] for tid in tasks}
     for tid, task in tasks.items():
         depth[tid] = 1 + max((depth[d] for d in task.deps), default=-1)
-        for d in task.deps:
-            children[d].append(tid)
     by_depth: dict[int, list[str]] = {}
     for tid in tasks:
         if tid in todo:
@@ -52,7 +52,7 @@ def priorities(tasks: dict, todo, workers: int) -> dict[str, int]:
     width = len(tasks) + 1
     out = {}
     for level, tids in by_depth.items():
-        joins = {tid: tuple(children[tid]) for tid in tids}
+        joins = {tid: frozenset(children[tid]) for tid in tids}
         for rank, tid in enumerate(_balanced(tids, joins, workers)):
             out[tid] = level * width + (width - 1 - rank)
     return out
@@ -82,10 +82,10 @@ def _fullest_first(tids: list[str], joins: dict, left: Counter) -> list[str]:
     """The end: the next task from the join with the most left (on a tie, the one
     whose next task comes first); tasks feeding no join last, in order.
     """
-    queues: dict[tuple, list[str]] = {}
+    queues: dict[frozenset, list[str]] = {}
     for tid in tids:
         queues.setdefault(joins[tid], []).append(tid)
-    loose = queues.pop((), [])
+    loose = queues.pop(frozenset(), [])
     position = {tid: k for k, tid in enumerate(tids)}
     heads = {join: 0 for join in queues}
     order = []

@@ -375,7 +375,6 @@ def _inheritable_config() -> dict:
 
     import dask.config
 
-    with_dask_defaults()
     config = copy.deepcopy(dask.config.config)
     routes = config.get("distributed", {}).get("scheduler", {}).get("http", {}).get("routes")
     if isinstance(routes, list):
