@@ -86,23 +86,28 @@ def bench_workload(name, reps, n_jobs, root, results):
 
     wl = WORKLOADS[name]()
     print(f"\n{name}: {wl.description}", flush=True)
-    work = serial_work(wl)
-    ideal = work / n_jobs
-    print(f"  serial work {work:.2f}s -> ideal makespan on {n_jobs} cores {ideal:.2f}s")
     # warm both pools once (joblib's and mempamal's workers are both reused
     # afterwards, as they are in any Python session)
     sklearn_nested(wl, n_jobs)
     mempamal_local(wl, n_jobs, root)
-    sk, mp = [], []
-    for rep in range(reps):  # interleaved, so drifts in machine load hit both
+    sk, mp, works = [], [], []
+    for rep in range(reps):  # interleaved, so drifts in machine load hit all three
         sk.append(sklearn_nested(wl, n_jobs)[0])
         t, chunk = mempamal_local(wl, n_jobs, root)
         mp.append(t)
+        # the reference too: timed once, before the reps, it caught the VM
+        # in another mood than the reps (W2's serial work: 5.78 s in one run,
+        # 4.9-5.3 s in four others of the same hour), and the ideal with it
+        works.append(serial_work(wl))
         print(f"  rep {rep}: sklearn {sk[-1]:.2f}s  mempamal {mp[-1]:.2f}s "
-              f"(chunk_size {chunk})", flush=True)
+              f"(chunk_size {chunk})  serial work {works[-1]:.2f}s", flush=True)
     sk_med, mp_med = statistics.median(sk), statistics.median(mp)
+    work = statistics.median(works)
+    ideal = work / n_jobs
+    print(f"  serial work {work:.2f}s -> ideal makespan on {n_jobs} cores {ideal:.2f}s")
     results["workloads"][name] = {
-        "description": wl.description, "serial_work_s": work, "ideal_s": ideal,
+        "description": wl.description, "serial_work_s": work, "serial_works_s": works,
+        "ideal_s": ideal,
         "sklearn_s": sk, "mempamal_s": mp, "chunk_size": chunk,
         "sklearn_median_s": sk_med, "mempamal_median_s": mp_med,
     }

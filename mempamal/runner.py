@@ -83,7 +83,7 @@ def run_task(root, task_id: str, force: bool = False) -> TaskOutcome:
         try:
             # limit BLAS/OpenMP to the task's share so parallel tasks do not
             # oversubscribe the cores
-            with _thread_limits(int(task.resources.get("cpus", 1))), \
+            with thread_limits(int(task.resources.get("cpus", 1))), \
                     warnings.catch_warnings():
                 # a persistent worker would otherwise show a warning only for
                 # its first task; each task's log gets its own
@@ -267,7 +267,7 @@ def all_done(root, task_ids) -> bool:
 _CONTROLLER: list = [None, None]
 
 
-def _thread_limits(n: int):
+def thread_limits(n: int):
     """``threadpool_limits(n)`` without scanning the loaded libraries every task.
 
     Finding the BLAS/OpenMP libraries costs ~3 ms: the cost of a whole task

@@ -115,6 +115,8 @@ class Workdir:
         split = "final" if o == "final" else f"o{o}"
         return f"out/select/{split}-estimator.pkl"
 
+    #: the fit the compile timed, kept for its task (see nested_cv.compile.write_timed_fit)
+    TIMED_FIT = "timed_fit.json"
     FINAL_SUMMARY = "out/final/summary.json"
     FINAL_CV_RESULTS = "out/final/cv_results.csv"
     FINAL_OUTER_SCORES = "out/final/outer_scores.csv"

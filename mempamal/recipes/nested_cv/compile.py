@@ -42,7 +42,7 @@ def compile_experiment(exp, workdir, X, y=None, groups=None, *, params=None,
     adaptive = spec["adaptive"]
     # what is fitted once here: a model-based search's first candidate is not known yet
     probe = spec if adaptive is None else {**spec, "candidates": exp.probe_candidates()}
-    check_non_finite(X, lambda rows: _first_fit(probe, X, y, splits, add_rows=rows))
+    check_non_finite(X, lambda rows: _quiet_first_fit(probe, X, y, splits, add_rows=rows))
     described = spec
     if adaptive is not None:  # scipy.stats objects hash unstably: their Optuna form
         if reuse is not None:
@@ -86,8 +86,12 @@ def compile_experiment(exp, workdir, X, y=None, groups=None, *, params=None,
             "digests": digests,
             "versions": versions(**{"scikit-learn": sklearn.__version__}),
         })
+    timed = None
     if chunk_size is None:
-        chunk_size, seconds_per_fit, fit_peak_mb = _auto_chunk_size(spec, X, y, splits)
+        chunk_size, seconds_per_fit, fit_peak_mb, timed = _auto_chunk_size(
+            spec, X, y, splits, int(resources.get("cpus", 1)))
+    if timed is not None:  # a real fit of the run: its task takes the row (see write_timed_fit)
+        digests[Workdir.TIMED_FIT] = write_timed_fit(wd, timed)
     cand_chunks = None
     if index is not None:  # reused candidates in chunks of their own: written now
         old = sorted(index.reusable_candidates())
@@ -107,6 +111,8 @@ def compile_experiment(exp, workdir, X, y=None, groups=None, *, params=None,
         "seconds_per_fit": seconds_per_fit,
         # the compile process's peak memory while it fitted (SLURM mem="auto")
         "fit_peak_mb": fit_peak_mb,
+        # the fit timed above, kept (None: none): which task's candidate it is
+        "timed_fit": None if timed is None else {k: timed[k] for k in ("o", "i", "candidate")},
         "scorer_names": spec["scorer_names"], "data": data_formats,
         "reused": {"from": index.sources, "tasks": len(reused)} if index else None,
         "digests": digests,
@@ -137,22 +143,24 @@ def _check_chunk_size(chunk_size) -> None:
         raise ValidationError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
 
 
-def _auto_chunk_size(spec, X, y, splits) -> tuple[int, float | None, float | None]:
+def _auto_chunk_size(spec, X, y, splits, cpus: int) -> tuple:
     """Candidates per task so that a fit task lasts about TARGET_TASK_SECONDS.
 
-    Returns the size, the measured seconds of one fit and the peak memory
-    (MB) of this process while fitting it (None, None if not timed).
+    Returns the size, the measured seconds of one fit, the peak memory (MB)
+    of this process while fitting it (None, None if not timed) and the
+    timed fit to keep (see :func:`write_timed_fit`; None: none). The fit is
+    timed as a task runs it: BLAS limited to the task's ``cpus``.
     """
     from ...measure import TaskUsage
 
     n = len(spec["candidates"])
     if n == 1 or not spec["nested"]:
-        return 1, None, None
+        return 1, None, None, None
     usage = TaskUsage.start()
     try:
-        res = _first_fit(spec, X, y, splits)
+        res, caught = _task_like_first_fit(spec, X, y, splits, cpus)
     except Exception:  # noqa: BLE001 - the run will report it with its context
-        return 1, None, None
+        return 1, None, None, None
     peak = usage.stop()["peak_rss_mb"]
     seconds = max(res["fit_time"] + res["score_time"], 1e-3)
     size = _size_for(seconds, n)
@@ -163,14 +171,35 @@ def _auto_chunk_size(spec, X, y, splits) -> tuple[int, float | None, float | Non
         # (one fit more among the hundreds the run makes). Not when every
         # candidate already fits in one task: a faster fit cannot change
         # that, and W3's second 0.36 s fit left a core idle at compile
-        again = _first_fit(spec, X, y, splits)
-        seconds = max(min(seconds, again["fit_time"] + again["score_time"]), 1e-3)
+        again, caught_again = _task_like_first_fit(spec, X, y, splits, cpus)
+        if again["fit_time"] + again["score_time"] < seconds:  # keep the warm one
+            res, caught = again, caught_again
+        seconds = max(res["fit_time"] + res["score_time"], 1e-3)
         size = _size_for(seconds, n)
     n_splits = sum(splits.n_inner(o) for o in range(splits.n_outer)) + len(splits.final)
     size = balanced_chunk_size(n, size, n_splits, _cores())
     print(f"mempamal: one fit took {seconds:.3f}s; {size} candidate(s) per fit task",
           file=sys.stderr)
-    return size, seconds, peak
+    timed = None
+    if res.get("fit_error") is None:
+        timed = {"o": 0, "i": 0, "candidate": 0, "row": res, "warnings": caught}
+    return size, seconds, peak, timed
+
+
+def write_timed_fit(wd: Workdir, timed: dict) -> str:
+    """Keep the fit the compile timed for the task that would make it again.
+
+    It is candidate 0 on the first inner split, fitted and scored by the
+    same function a fit task calls, BLAS limited as in a task: the task
+    takes its row instead of fitting it again (a long fit, W3's 0.4 s forest
+    or an hour-long network, is not paid twice). Its warnings go to that
+    task's log. Returns the file's sha256 (the task checks it).
+    """
+    from ...workdir import write_json
+
+    path = wd.path(Workdir.TIMED_FIT)
+    write_json(path, timed, indent=None)
+    return sha256_file(path)
 
 
 def _size_for(seconds: float, n_candidates: int) -> int:
@@ -237,6 +266,22 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
+def _quiet_first_fit(spec, X, y, splits, add_rows=None) -> dict:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _first_fit(spec, X, y, splits, add_rows=add_rows)
+
+
+def _task_like_first_fit(spec, X, y, splits, cpus: int) -> tuple[dict, list[str]]:
+    """:func:`_first_fit` as a fit task runs it, and its warnings as lines."""
+    from ...runner import thread_limits
+
+    with thread_limits(cpus), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # as a task does (see run_task)
+        res = _first_fit(spec, X, y, splits)
+    return res, [f"{w.category.__name__}: {w.message}" for w in caught]
+
+
 def _first_fit(spec, X, y, splits, add_rows=None) -> dict:
     """Fit and score the first candidate on the first inner split (or outer split).
 
@@ -254,9 +299,7 @@ def _first_fit(spec, X, y, splits, add_rows=None) -> dict:
         train = np.union1d(train, add_rows[:100])
         test = np.setdiff1d(test, train) if len(np.setdiff1d(test, train)) else test
         spec = dict(spec, error_score="raise")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fit_and_score(spec, X, y, train, test, spec["candidates"][0])
+    return fit_and_score(spec, X, y, train, test, spec["candidates"][0])
 
 
 def _needed_bytes(exp, spec, X, y, groups, splits) -> int:
