@@ -80,6 +80,19 @@ def test_a_changed_timed_fit_file_fails_its_task_by_name(tmp_path):
     assert "timed_fit.json" in info.value.report.failures["fit-o0-i0-c0"]
 
 
+def test_a_removed_timed_fit_file_is_fitted_again(tmp_path):
+    wf, X, y = _compiled(tmp_path)
+    wf.workdir.path(Workdir.TIMED_FIT).unlink()
+    wf.run("local", n_jobs=2, progress=False)
+    log = wf.workdir.log_file("fit-o0-i0-c0").read_text()
+    assert "timed_fit.json is gone: fitting candidate 0 again" in log
+    oracle = cross_validate(GridSearchCV(SVC(), GRID, cv=3), X, y, cv=3, return_estimator=True)
+    inner = oracle["estimator"][0].cv_results_
+    res = load_results(wf.workdir.root)
+    ours = res.cv_results[res.cv_results["outer_split"] == 0]
+    np.testing.assert_array_equal(ours["split0_test_score"], inner["split0_test_score"])
+
+
 def test_nothing_is_kept_when_the_chunk_size_is_given(tmp_path):
     wf, _, _ = _compiled(tmp_path, chunk_size=2)
     assert wf.meta["timed_fit"] is None

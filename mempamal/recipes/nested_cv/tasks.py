@@ -105,7 +105,11 @@ def _timed_fit(ctx: TaskContext, task) -> dict | None:
         return None
     from ...context import check_digest
 
-    check_digest(ctx.workflow, Workdir.TIMED_FIT)
+    if not ctx.workdir.path(Workdir.TIMED_FIT).exists():  # a cache of work: made again
+        print(f"{Workdir.TIMED_FIT} is gone: fitting candidate {where['candidate']} again",
+              flush=True)
+        return None
+    check_digest(ctx.workflow, Workdir.TIMED_FIT)  # changed: refused, as any compiled file
     kept = read_json(ctx.workdir.path(Workdir.TIMED_FIT))
     print(f"candidate {kept['candidate']}: the fit the compile timed, not made again",
           flush=True)
