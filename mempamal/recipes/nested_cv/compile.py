@@ -112,7 +112,7 @@ def compile_experiment(exp, workdir, X, y=None, groups=None, *, params=None,
         # the compile process's peak memory while it fitted (SLURM mem="auto")
         "fit_peak_mb": fit_peak_mb,
         # the fit timed above, kept (None: none): which task's candidate it is
-        "timed_fit": None if timed is None else {k: timed[k] for k in ("o", "i", "candidate")},
+        "timed_fit": None if timed is None else dict(FIRST_FIT),
         "scorer_names": spec["scorer_names"], "data": data_formats,
         "reused": {"from": index.sources, "tasks": len(reused)} if index else None,
         "digests": digests,
@@ -182,14 +182,14 @@ def _auto_chunk_size(spec, X, y, splits, cpus: int) -> tuple:
           file=sys.stderr)
     timed = None
     if res.get("fit_error") is None:
-        timed = {"o": 0, "i": 0, "candidate": 0, "row": res, "warnings": caught}
+        timed = {"row": res, "warnings": caught}
     return size, seconds, peak, timed
 
 
 def write_timed_fit(wd: Workdir, timed: dict) -> str:
     """Keep the fit the compile timed for the task that would make it again.
 
-    It is candidate 0 on the first inner split, fitted and scored by the
+    It is :data:`FIRST_FIT`'s candidate and split, fitted and scored by the
     same function a fit task calls, BLAS limited as in a task: the task
     takes its row instead of fitting it again (a long fit, W3's 0.4 s forest
     or an hour-long network, is not paid twice). Its warnings go to that
@@ -280,6 +280,10 @@ def _task_like_first_fit(spec, X, y, splits, cpus: int) -> tuple[dict, list[str]
         warnings.simplefilter("default")  # as a task does (see run_task)
         res = _first_fit(spec, X, y, splits)
     return res, [f"{w.category.__name__}: {w.message}" for w in caught]
+
+
+#: what _first_fit fits: the first candidate on outer split 0's first inner split
+FIRST_FIT = {"o": 0, "i": 0, "candidate": 0}
 
 
 def _first_fit(spec, X, y, splits, add_rows=None) -> dict:

@@ -80,7 +80,7 @@ def run_fit(ctx: TaskContext, task) -> None:
     if rows is None:
         # the compile's timed fit, when it is one of ours and made the same way
         kept = None if keep or fit_params or score_params else _timed_fit(ctx, task)
-        rows = [kept["row"] if kept and c == kept["candidate"] else
+        rows = [kept[1] if kept and c == kept[0] else
                 fit_and_score(ctx.spec, ctx.X, ctx.y, train, test, params,
                               return_estimator=keep, scorer=scorer, fit_params=fit_params,
                               score_params=score_params)
@@ -94,8 +94,8 @@ def run_fit(ctx: TaskContext, task) -> None:
     write_json(ctx.workdir.path(task.outputs[0]), doc, indent=None)
 
 
-def _timed_fit(ctx: TaskContext, task) -> dict | None:
-    """The fit the compile timed, when it is one of this task's candidates.
+def _timed_fit(ctx: TaskContext, task) -> tuple[int, dict] | None:
+    """(candidate, row) of the fit the compile timed, when it is one of this task's.
 
     Its warnings are written to this task's log, as if it had made the fit.
     """
@@ -111,11 +111,11 @@ def _timed_fit(ctx: TaskContext, task) -> dict | None:
         return None
     check_digest(ctx.workflow, Workdir.TIMED_FIT)  # changed: refused, as any compiled file
     kept = read_json(ctx.workdir.path(Workdir.TIMED_FIT))
-    print(f"candidate {kept['candidate']}: the fit the compile timed, not made again",
+    print(f"candidate {where['candidate']}: the fit the compile timed, not made again",
           flush=True)
     for line in kept["warnings"]:
         print(f"  warning (at compile): {line}", file=sys.stderr, flush=True)
-    return kept
+    return where["candidate"], kept["row"]
 
 
 def _with_shared_prefix(spec, X, y, train, test, candidates, scorer, excluded):
