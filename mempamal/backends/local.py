@@ -24,6 +24,7 @@ from ..errors import ValidationError
 from ..lock import run_lock
 from ..runner import TaskOutcome, read_meta, run_task
 from .base import Backend, RunReport, resume_in_background
+from .ordering import depths
 
 #: a task whose worker died this many times is failed, not retried again
 MAX_WORKER_DEATHS = 2
@@ -109,10 +110,8 @@ class _DagRun:
         # the first task to end (see _can_borrow)
         self.borrower: tuple[Future, int] | None = None
         # depth in the DAG (0 for tasks without dependencies), in workflow order
-        self.order, self.depth = {}, {}
-        for k, (tid, t) in enumerate(workflow.tasks.items()):
-            self.order[tid] = k
-            self.depth[tid] = 1 + max((self.depth[d] for d in t.deps), default=-1)
+        self.order = {tid: k for k, tid in enumerate(workflow.tasks)}
+        self.depth = depths(workflow.tasks)
         # the join each task feeds (a fit: its split's select), how many tasks
         # not started yet feed each (depth, join), and how many such joins
         # each depth has (see _pop)

@@ -42,9 +42,7 @@ def priorities(tasks: dict, todo, workers: int) -> dict[str, int]:
     """
     todo = set(todo)
     children = dependents(tasks)
-    depth: dict[str, int] = {}
-    for tid, task in tasks.items():
-        depth[tid] = 1 + max((depth[d] for d in task.deps), default=-1)
+    depth = depths(tasks)
     by_depth: dict[int, list[str]] = {}
     for tid in tasks:
         if tid in todo:
@@ -56,6 +54,16 @@ def priorities(tasks: dict, todo, workers: int) -> dict[str, int]:
         for rank, tid in enumerate(_balanced(tids, joins, workers)):
             out[tid] = level * width + (width - 1 - rank)
     return out
+
+
+def depths(tasks: dict) -> dict[str, int]:
+    """Each task's depth in the DAG: 0 without dependencies, else one more than
+    its deepest dependency (``tasks`` in topological order).
+    """
+    depth: dict[str, int] = {}
+    for tid, task in tasks.items():
+        depth[tid] = 1 + max((depth[d] for d in task.deps), default=-1)
+    return depth
 
 
 def _balanced(tids: list[str], joins: dict, workers: int) -> list[str]:
