@@ -54,8 +54,18 @@ def sklearn_nested(wl, n_jobs):
 
 
 def serial_work(wl) -> float:
-    """Sum of every fit and score time of the nested CV, run serially."""
-    _, out = sklearn_nested(wl, n_jobs=1)
+    """Sum of every fit and score time of the nested CV, run serially on one core.
+
+    BLAS and OpenMP are limited to one thread, as in each of mempamal's
+    workers and joblib's. Left to themselves they use every core: W2's fits
+    then took 4.27 s instead of 4.55 s on 2 cores, and ``work / n_jobs``
+    was an ideal no run on n_jobs one-thread workers can reach (two such
+    copies run side by side take as long each as one alone: 4.44-4.53 s).
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        _, out = sklearn_nested(wl, n_jobs=1)
     work = 0.0
     for est, outer_score_time in zip(out["estimator"], out["score_time"]):
         res = est.cv_results_
