@@ -83,8 +83,8 @@ def run_task(root, task_id: str, force: bool = False) -> TaskOutcome:
         try:
             # limit BLAS/OpenMP to the task's share so parallel tasks do not
             # oversubscribe the cores
-            with thread_limits(int(task.resources.get("cpus", 1))), \
-                    warnings.catch_warnings():
+            cpus = int(task.resources.get("cpus", 1))
+            with thread_limits(cpus), thread_env(cpus), warnings.catch_warnings():
                 # a persistent worker would otherwise show a warning only for
                 # its first task; each task's log gets its own
                 warnings.simplefilter("default")
@@ -265,6 +265,37 @@ def all_done(root, task_ids) -> bool:
 #: (modules imported when it was made, controller): threadpoolctl's look at
 #: the loaded libraries, kept while no new module was imported
 _CONTROLLER: list = [None, None]
+
+
+#: the variables that size BLAS/OpenMP pools when a library loads (joblib's
+#: loky sets the same ones for its workers); NUMBA_NUM_THREADS is left out:
+#: numba refuses a new value once its threads are launched
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                    "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+#: the ones the process was given (by the user, or SLURM setup lines): kept
+_GIVEN_THREAD_VARIABLES = frozenset(v for v in THREAD_VARIABLES if v in os.environ)
+
+
+@contextlib.contextmanager
+def thread_env(n: int):
+    """``THREAD_VARIABLES`` set to ``n`` for the task, unless the process was given them.
+
+    :func:`thread_limits` limits the libraries already loaded. A library a
+    task loads later (the user's torch) and any program it starts read these
+    variables instead; left unset, each sizes its pool to every core of the
+    machine, and ``n_jobs`` such tasks oversubscribe it (two two-thread
+    OpenBLAS processes on 2 cores: 18 s each for what one does alone in 4.3 s).
+    """
+    before = {v: os.environ.get(v) for v in THREAD_VARIABLES if v not in _GIVEN_THREAD_VARIABLES}
+    os.environ.update({v: str(n) for v in before})
+    try:
+        yield
+    finally:
+        for v, value in before.items():
+            if value is None:
+                os.environ.pop(v, None)
+            else:
+                os.environ[v] = value
 
 
 def thread_limits(n: int):

@@ -85,6 +85,18 @@ def blas_threads(x):
     return {"threads": float(max(i["num_threads"] for i in threadpool_info()))}
 
 
+def child_threads(x):
+    """The BLAS/OpenMP thread counts a program the trial starts is told to use."""
+    import subprocess
+    import sys
+
+    code = "import os; print(os.environ.get('OMP_NUM_THREADS', 0), " \
+           "os.environ.get('OPENBLAS_NUM_THREADS', 0))"
+    omp, openblas = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                   text=True, check=True).stdout.split()
+    return {"omp": float(omp), "openblas": float(openblas)}
+
+
 def worker_settings(x):
     """What the process running the trial was started with (the Dask backend's test)."""
     import os

@@ -133,3 +133,22 @@ def test_same_trial_table_as_direct_evaluation(tmp_path, fake_home, backend, fun
     best = done.loc[done.groupby(done["trial"] // sweep.repeats)["loss"]
                     .transform("mean").idxmin()]
     assert got.best_params == sweep.candidates[int(best["trial"]) // sweep.repeats]
+
+
+#: what a program a trial starts sees: its task's ``cpus``; on Dask the
+#: workers were given distributed's OMP_NUM_THREADS=1, which is kept
+THREADS_SEEN = {"slurm": 2, "soma": 2, "dask": 1}
+
+
+@pytest.mark.parametrize("backend", [pytest.param(b, marks=BACKENDS[b][2], id=b)
+                                     for b in THREADS_SEEN])
+def test_a_program_a_trial_starts_is_told_the_threads_of_its_task(tmp_path, fake_home,
+                                                                   backend):
+    name, options, _ = BACKENDS[backend]
+    sweep = Sweep(sweep_funcs.child_threads, param_grid={"x": [0, 1]}, metric="omp",
+                  mode="min")
+    wf = sweep.compile(tmp_path / "w", resources={"cpus": 2}, trials_per_task=1)
+    wf.run(name, **options)
+    trials = load_results(wf.workdir.root).trials
+    assert trials["omp"].tolist() == [THREADS_SEEN[backend]] * 2
+    assert trials["openblas"].tolist() == [THREADS_SEEN[backend]] * 2
