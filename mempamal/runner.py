@@ -272,22 +272,24 @@ _CONTROLLER: list = [None, None]
 #: numba refuses a new value once its threads are launched
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                     "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
-#: the ones the process was given (by the user, or SLURM setup lines): kept
-_GIVEN_THREAD_VARIABLES = frozenset(v for v in THREAD_VARIABLES if v in os.environ)
 
 
 @contextlib.contextmanager
 def thread_env(n: int):
-    """``THREAD_VARIABLES`` set to ``n`` for the task, unless the process was given them.
+    """``THREAD_VARIABLES`` set to ``n`` for the task, restored after it.
 
     :func:`thread_limits` limits the libraries already loaded. A library a
     task loads later (the user's torch) and any program it starts read these
     variables instead; left unset, each sizes its pool to every core of the
     machine, and ``n_jobs`` such tasks oversubscribe it (two two-thread
     OpenBLAS processes on 2 cores: 18 s each for what one does alone in 4.3 s).
+    A value already there is replaced too, as :func:`thread_limits` replaces
+    it in the loaded libraries: the ``cpus`` hint is the task's thread count,
+    and an environment is easily set by someone else (distributed's nannies
+    write ``OMP_NUM_THREADS=1`` into the process that starts a LocalCluster).
     """
-    before = {v: os.environ.get(v) for v in THREAD_VARIABLES if v not in _GIVEN_THREAD_VARIABLES}
-    os.environ.update({v: str(n) for v in before})
+    before = {v: os.environ.get(v) for v in THREAD_VARIABLES}
+    os.environ.update({v: str(n) for v in THREAD_VARIABLES})
     try:
         yield
     finally:

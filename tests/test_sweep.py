@@ -425,12 +425,14 @@ def test_partial_summary_of_a_sweep_whose_last_candidates_have_not_run(tmp_path)
     assert summary["rank_loss"].tolist() == [2, 1, 3, 3]
 
 
-def test_a_program_a_trial_starts_is_told_the_threads_of_its_cpus_hint(tmp_path):
+def test_a_program_a_trial_starts_is_told_the_threads_of_its_cpus_hint(tmp_path,
+                                                                      monkeypatch):
     """A child process (or a library loaded late) reads OMP_NUM_THREADS & co.
 
     Task after task in the same persistent worker, each its own ``cpus``; and
     the variables are the caller's again once a task ends.
     """
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")  # the caller's: restored after a task
     for cpus in (1, 2, 3):
         sweep = Sweep(sweep_funcs.child_threads, param_grid={"x": [0, 1]}, metric="omp",
                       mode="min")
@@ -446,19 +448,20 @@ def test_a_program_a_trial_starts_is_told_the_threads_of_its_cpus_hint(tmp_path)
     task = next(t for t in wf.tasks if t.startswith("trial"))
     assert run_task(wf.workdir.root, task, force=True).ok  # in this very process
     assert {v: os.environ.get(v) for v in THREAD_VARIABLES} == before
+    assert load_results(wf.workdir.root).trials["omp"].tolist() == [3, 3]  # not the 7
 
 
-def test_thread_variables_the_user_set_are_kept(tmp_path, monkeypatch):
-    """An exported OMP_NUM_THREADS is the user's choice: not overridden per task."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "5")
-    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+def test_the_cpus_hint_replaces_thread_variables_already_set(tmp_path, monkeypatch):
+    """OMP_NUM_THREADS=1 left by distributed (or exported) does not cap a 2-CPU task."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "5")
     sweep = Sweep(sweep_funcs.child_threads, param_grid={"x": [0, 1]}, metric="omp",
                   mode="min")
     wf = sweep.compile(tmp_path / "w", resources={"cpus": 2}, trials_per_task=1)
     # each task in a fresh `mempamal run-task`, which inherits this environment
     wf.run("local", n_jobs=2, subprocess=True, progress=False)
     trials = load_results(wf.workdir.root).trials
-    assert trials["omp"].tolist() == [5, 5]
+    assert trials["omp"].tolist() == [2, 2]
     assert trials["openblas"].tolist() == [2, 2]
 
 
