@@ -42,7 +42,8 @@ print(f"[oldest] scikit-learn {sklearn.__version__} (numpy {numpy.__version__}, 
 # the tests that compare with scikit-learn or drive it; the backends, packaging
 # and the slow kill-loop run only in .venv (README's test command)
 tests=()
-for t in oracle parity local validation robustness workflow final_model reuse shared_prefix; do
+for t in oracle parity local validation robustness workflow final_model reuse shared_prefix \
+         sklearn_compat; do
     [ -f "tests/test_$t.py" ] && tests+=("tests/test_$t.py")
 done
 exec "$VENV/bin/python" -m pytest -m "not slow" "${tests[@]}" "$@"

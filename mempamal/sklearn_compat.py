@@ -9,6 +9,8 @@ oldest scikit-learn ``pyproject.toml`` allows and the newest.
 from __future__ import annotations
 
 import inspect
+import threading
+from contextlib import contextmanager
 from functools import lru_cache
 
 import numpy as np
@@ -36,6 +38,71 @@ def fit_and_score(estimator, X, y, *, scorer, train, test, parameters, fit_param
     if "score_params" not in accepted:  # releases before metadata routing of scorers
         kwargs.pop("score_params")
     return _fit_and_score(estimator, X, y, **kwargs)
+
+
+class _ParamNames:
+    """The state of :func:`param_names_cached`: who uses it, and what it knows.
+
+    An instance, not class attributes: a classmethod stored on a class would
+    come back bound to that class.
+    """
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.users = 0
+        self.inherited = None  # BaseEstimator's own classmethod, while ours stands in
+        self.by_class: dict = {}
+
+    def names(self, cls) -> list:
+        names = self.by_class.get(cls)
+        if names is None:  # an error (varargs ``__init__``) is raised every time, as before
+            names = self.by_class[cls] = self.inherited.__func__(cls)
+        return list(names)  # a list of its own for each caller, as scikit-learn gives
+
+
+_param_names = _ParamNames()
+
+
+def _cached_param_names(cls) -> list:
+    return _param_names.names(cls)
+
+
+@contextmanager
+def param_names_cached():
+    """Within the block, scikit-learn reads each estimator class's parameter names once.
+
+    ``clone``, ``set_params`` and every fit's parameter validation call
+    ``BaseEstimator._get_param_names``, which runs ``inspect.signature`` on
+    the class's ``__init__`` each time: 4 times per candidate, 130 us of a
+    1.8 ms ``LogisticRegression`` fit and score (W2's fits). The names are a
+    function of the class alone, and a class does not change while a task
+    fits it, so a fit task asks the signature once per class. Every number
+    stays scikit-learn's: the same names, in the same order.
+
+    Thread-safe and re-entrant (Dask runs tasks in threads): the first block
+    in puts the cache on ``BaseEstimator``, the last one out takes it away
+    and forgets the classes. A release without a ``_get_param_names``
+    classmethod is left alone.
+    """
+    from sklearn.base import BaseEstimator
+
+    state = _param_names
+    with state.lock:
+        if state.users == 0:
+            own = BaseEstimator.__dict__.get("_get_param_names")
+            if isinstance(own, classmethod):
+                state.inherited = own
+                BaseEstimator._get_param_names = classmethod(_cached_param_names)
+        state.users += 1
+    try:
+        yield
+    finally:
+        with state.lock:
+            state.users -= 1
+            if state.users == 0 and state.inherited is not None:
+                BaseEstimator._get_param_names = state.inherited
+                state.inherited = None
+                state.by_class.clear()
 
 
 def is_pairwise(estimator) -> bool:

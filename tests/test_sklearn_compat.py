@@ -1,0 +1,159 @@
+"""A fit task asks each estimator class for its parameter names once.
+
+scikit-learn's ``clone``, ``set_params`` and each fit's validation read the
+names from the class's ``__init__`` signature, 4 times per candidate;
+:func:`mempamal.sklearn_compat.param_names_cached` keeps them for the
+duration of a block. The oracle for the numbers is scikit-learn's nested CV.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from helpers import iris
+from sklearn.base import BaseEstimator, clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_validate
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from mempamal import Experiment, load_results
+from mempamal.runner import run_task
+from mempamal.sklearn_compat import param_names_cached
+
+OUTER, INNER = StratifiedKFold(3, shuffle=True, random_state=0), StratifiedKFold(3)
+GRID = {"C": np.logspace(-2, 2, 12)}
+
+
+def _own_method():
+    return BaseEstimator.__dict__["_get_param_names"]
+
+
+@pytest.fixture
+def asked(monkeypatch):
+    """The classes scikit-learn reads the signature of, one entry per reading."""
+    seen = []
+    inherited = _own_method().__func__
+
+    def counting(cls):
+        seen.append(cls)
+        return inherited(cls)
+
+    monkeypatch.setattr(BaseEstimator, "_get_param_names", classmethod(counting))
+    return seen
+
+
+def test_a_fit_task_reads_each_class_signature_once_and_gives_scikit_learns_numbers(
+        tmp_path, asked):
+    X, y = iris()
+    est = LogisticRegression(max_iter=500)
+    wf = Experiment(est, param_grid=GRID, cv=OUTER, inner_cv=INNER).compile(
+        tmp_path / "w", X, y, chunk_size=6)
+    fits = [t for t in wf.tasks if t.startswith("fit-")]
+    assert len(fits) == 3 * 3 * 2
+    asked.clear()
+    for tid in fits:  # in this process, so that the readings can be counted
+        assert run_task(tmp_path / "w", tid).ok
+    # one reading per fit task (the first clone), where each of the 6
+    # candidates made 4 before: clone (twice), set_params, the fit's checks
+    assert asked == [LogisticRegression] * len(fits)
+    assert _own_method().__func__.__name__ == "counting"  # the cache is gone again
+    wf.run("local", n_jobs=2, progress=False)
+    res = load_results(tmp_path / "w")
+    oracle = cross_validate(GridSearchCV(est, GRID, cv=INNER), X, y, cv=OUTER,
+                            return_estimator=True)
+    assert res.best_params == [e.best_params_ for e in oracle["estimator"]]
+    np.testing.assert_allclose(res.outer_scores["test_score"].to_numpy(),
+                               oracle["test_score"], rtol=0, atol=1e-12)
+    for o, search in enumerate(oracle["estimator"]):
+        ours = res.cv_results[res.cv_results.outer_split == o].reset_index(drop=True)
+        for col in ("split0_test_score", "split2_test_score", "mean_test_score"):
+            np.testing.assert_allclose(ours[col].to_numpy(), search.cv_results_[col],
+                                       rtol=0, atol=1e-12, err_msg=col)
+
+
+def test_each_class_of_a_pipeline_is_read_once_within_a_block(asked):
+    pipe = make_pipeline(StandardScaler(), LogisticRegression())
+    with param_names_cached():
+        for _ in range(5):
+            clone(pipe).set_params(logisticregression__C=2.0).get_params(deep=True)
+    assert sorted(c.__name__ for c in asked) == ["LogisticRegression", "Pipeline",
+                                                  "StandardScaler"]
+
+
+def test_after_the_block_scikit_learn_has_its_own_method_and_block_after_block_works():
+    own = _own_method()
+    names = LogisticRegression._get_param_names()
+    for _ in range(3):  # a persistent worker runs task after task
+        with param_names_cached():
+            assert _own_method() is not own
+            assert LogisticRegression._get_param_names() == names
+            assert clone(LogisticRegression(C=3.0)).get_params()["C"] == 3.0
+        assert _own_method() is own  # the very object: not a copy bound to another class
+    assert LogisticRegression._get_param_names() == names
+
+
+def test_each_caller_gets_a_list_of_its_own():
+    with param_names_cached():
+        first = LogisticRegression._get_param_names()
+        first.append("not a parameter")
+        assert "not a parameter" not in LogisticRegression._get_param_names()
+
+
+def test_nested_and_threaded_blocks_leave_the_method_once_the_last_ends():
+    own = _own_method()
+    inside, release, errors = threading.Barrier(5), threading.Event(), []
+
+    def task(c):
+        try:
+            with param_names_cached():
+                inside.wait(timeout=10)
+                release.wait(timeout=10)
+                assert clone(LogisticRegression(C=c)).get_params()["C"] == c
+        except Exception as exc:  # noqa: BLE001 - reported to the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=task, args=(float(c),)) for c in range(4)]
+    with param_names_cached():
+        for t in threads:
+            t.start()
+        inside.wait(timeout=10)  # all four are in their blocks
+        with param_names_cached():  # re-entered in the same thread
+            pass
+        assert _own_method() is not own  # three blocks still open
+        release.set()
+        for t in threads:
+            t.join(timeout=10)
+        assert _own_method() is not own  # ours is still open
+    assert not errors
+    assert _own_method() is own
+
+
+def test_a_varargs_init_is_refused_every_time_as_scikit_learn_refuses_it():
+    class Bad(BaseEstimator):
+        def __init__(self, *args):
+            self.args = args
+
+    with pytest.raises(RuntimeError) as plain:
+        Bad().get_params()
+    with param_names_cached():
+        for _ in range(2):
+            with pytest.raises(RuntimeError) as cached:
+                Bad().get_params()
+            assert str(cached.value) == str(plain.value)
+
+
+def test_a_class_defined_again_between_blocks_gets_its_new_names():
+    def define(name):
+        ns = {"BaseEstimator": BaseEstimator}
+        exec(f"class Model(BaseEstimator):\n def __init__(self, {name}=1):\n"
+             f"  self.{name} = {name}\n", ns)
+        return ns["Model"]
+
+    with param_names_cached():
+        assert define("alpha")().get_params() == {"alpha": 1}
+    with param_names_cached():
+        assert define("beta")().get_params() == {"beta": 1}
+        assert define("gamma")().get_params() == {"gamma": 1}  # within one block too
