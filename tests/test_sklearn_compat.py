@@ -74,6 +74,19 @@ def test_a_fit_task_reads_each_class_signature_once_and_gives_scikit_learns_numb
                                        rtol=0, atol=1e-12, err_msg=col)
 
 
+def test_checking_every_candidate_before_compiling_reads_the_signature_once(asked):
+    readings = []
+    for n in (12, 48):
+        asked.clear()
+        Experiment(LogisticRegression(), param_grid={"C": np.logspace(-2, 2, n)}, cv=OUTER,
+                   inner_cv=INNER)
+        readings.append(len(asked))
+    # the same few readings (the first clone's, before the candidates) for
+    # 12 candidates as for 48, where each made 5 more before
+    assert readings[0] == readings[1] <= 3
+    assert set(asked) == {LogisticRegression}
+
+
 def test_each_class_of_a_pipeline_is_read_once_within_a_block(asked):
     pipe = make_pipeline(StandardScaler(), LogisticRegression())
     with param_names_cached():
