@@ -24,6 +24,8 @@ from .workdir import replace_text
 
 #: seconds between two looks at the slots while waiting for one
 POLL_SECONDS = 0.05
+#: seconds a change of the slots held or the tasks done may wait to be shown
+PUBLISH_SECONDS = 1.0
 
 
 def slots_dir() -> Path:
@@ -79,24 +81,43 @@ class MachineSlots:
         self.ticket = self.dir / "queue" / f"{name}.json"
         self.ticket_lock = _try_lock(self.dir / "queue" / f"{name}.lock")
         self.held: dict[str, int] = {}  # slot name -> fd
+        self.changed = False  # since the ticket was last written
         self._publish()
 
     # -- the ticket ------------------------------------------------------------
     def _publish(self) -> None:
         self.info["held"] = len(self.held)
-        # rewritten at every task: atomic but not fsync-ed (it is only
-        # advice to the other executors, and rebuilt from the locks)
+        # atomic but not fsync-ed: it is only advice to the other executors
+        # (the locks are the truth), and shown by ``mempamal queue``
         replace_text(self.ticket, json.dumps(self.info) + "\n")
+        self.changed, self.published_at = False, time.monotonic()
 
-    def set_waiting(self, waiting: bool) -> None:
-        """Say (to younger executors) that this one waits for a slot."""
+    def publish(self, waiting: bool) -> None:
+        """Write the ticket when it must: at once if ``waiting`` changed, else when due.
+
+        ``waiting``: whether this executor waits for a slot (younger ones
+        then let it go first), so a change is written at once. The slots held
+        and the tasks done are only shown (``mempamal queue``): a change is
+        written at most every :data:`PUBLISH_SECONDS` (the executor looks
+        again when it is due, see :meth:`due_in`). Written at every task,
+        the ticket cost the parent about 0.5 ms of CPU per task, taken from
+        the workers on a full machine.
+        """
         if self.info["waiting"] != waiting:
             self.info["waiting"] = waiting
             self._publish()
+        elif self.changed and self.due_in() == 0:
+            self._publish()
+
+    def due_in(self) -> float | None:
+        """Seconds until a change not yet written is due; None if there is none."""
+        if not self.changed:
+            return None
+        return max(0.0, self.published_at + PUBLISH_SECONDS - time.monotonic())
 
     def task_done(self) -> None:
         self.info["done"] += 1
-        self._publish()
+        self.changed = True
 
     def close(self) -> None:
         """Release every slot and withdraw the ticket."""
@@ -139,7 +160,7 @@ class MachineSlots:
             self._give_back(taken)
             return None
         self.held.update(taken)
-        self._publish()
+        self.changed = True
         return [n for n, _ in taken]
 
     def release(self, names: list[str]) -> None:
@@ -147,7 +168,7 @@ class MachineSlots:
             fd = self.held.pop(name, None)
             if fd is not None:
                 _unlock(fd)
-        self._publish()
+        self.changed = True
 
     @staticmethod
     def _give_back(taken) -> None:

@@ -178,8 +178,7 @@ class _DagRun:
         heapq.heapify(ready)
         while ready or running:
             blocked = self._start_ready(pool, ready, running)
-            # waiting for slots other experiments hold: look again soon
-            timeout = POLL_SECONDS if blocked else None
+            timeout = self._look_again_in(blocked)
             finished = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)[0] \
                 if running else _sleep(timeout)
             for fut in finished:
@@ -193,6 +192,17 @@ class _DagRun:
                     raise
                 for child in self._finished(tid, outcome):
                     heapq.heappush(ready, self._priority(child))
+
+    def _look_again_in(self, blocked: bool) -> float | None:
+        """Seconds to wait for a task at most: None when only a task's end matters.
+
+        Waiting for slots other experiments hold: look again soon. A change
+        of the slots' ticket not yet written: look again when it is due.
+        """
+        due = self.slots.due_in() if self.slots is not None else None
+        if blocked:
+            return POLL_SECONDS if due is None else min(POLL_SECONDS, due)
+        return due
 
     def _pop(self, ready: list) -> tuple:
         """The next ready task: the best priority, but at the end of a run the
@@ -292,7 +302,7 @@ class _DagRun:
         for prio in deferred:
             heapq.heappush(ready, prio)
         if self.slots is not None:
-            self.slots.set_waiting(blocked and len(running) < n_jobs)
+            self.slots.publish(waiting=blocked and len(running) < n_jobs)
         return blocked
 
     def _cpus(self, task) -> int:
