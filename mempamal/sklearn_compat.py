@@ -51,12 +51,15 @@ class _ParamNames:
         self.lock = threading.Lock()
         self.users = 0
         self.inherited = None  # BaseEstimator's own classmethod, while ours stands in
+        # its function, kept: a thread outside any block may have looked ours
+        # up just before the last block put scikit-learn's back
+        self.reads = None
         self.by_class: dict = {}
 
     def names(self, cls) -> list:
         names = self.by_class.get(cls)
         if names is None:  # an error (varargs ``__init__``) is raised every time, as before
-            names = self.by_class[cls] = self.inherited.__func__(cls)
+            names = self.by_class[cls] = self.reads(cls)
         return list(names)  # a list of its own for each caller, as scikit-learn gives
 
 
@@ -91,7 +94,7 @@ def param_names_cached():
         if state.users == 0:
             own = BaseEstimator.__dict__.get("_get_param_names")
             if isinstance(own, classmethod):
-                state.inherited = own
+                state.inherited, state.reads = own, own.__func__
                 BaseEstimator._get_param_names = classmethod(_cached_param_names)
         state.users += 1
     try:

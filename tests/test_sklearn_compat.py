@@ -170,3 +170,10 @@ def test_a_class_defined_again_between_blocks_gets_its_new_names():
     with param_names_cached():
         assert define("beta")().get_params() == {"beta": 1}
         assert define("gamma")().get_params() == {"gamma": 1}  # within one block too
+
+
+def test_a_lookup_made_inside_a_block_still_works_after_it():
+    """A thread outside any block may take ours just before the last block ends."""
+    with param_names_cached():
+        taken = LogisticRegression._get_param_names  # bound to the cache
+    assert taken() == LogisticRegression._get_param_names()
