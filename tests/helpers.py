@@ -99,14 +99,23 @@ class CountingClassifier(FailingClassifier):
 
 
 class MemoryHungryClassifier(FailingClassifier):
-    """Holds ``alloc_mb`` MiB of touched memory during fit (per-task peak memory tests)."""
+    """Holds ``alloc_mb`` MiB of touched memory during fit (per-task peak memory tests).
 
-    def __init__(self, C=1.0, alloc_mb=0):
+    ``hold``: seconds the memory is held, when there is some. A limit
+    enforced by sampling (SLURM's gatherer, once a second) must see it.
+    """
+
+    def __init__(self, C=1.0, alloc_mb=0, hold=0.0):
         super().__init__(C=C)
         self.alloc_mb = alloc_mb
+        self.hold = hold
 
     def fit(self, X, y):
+        import time
+
         block = np.ones(int(self.alloc_mb) * 2**20 // 8)  # written: really resident
+        if self.alloc_mb and self.hold:
+            time.sleep(self.hold)
         super().fit(X, y)
         self.held_ = float(block[:1].sum())
         return self

@@ -124,8 +124,11 @@ def test_a_real_oom_is_named_then_escalated_on_resume(tmp_path):
     from mempamal.status import status_report
 
     X, y = iris()
-    exp = Experiment(MemoryHungryClassifier(), param_grid={"alloc_mb": [0, 400]}, cv=2,
-                     inner_cv=2)
+    # held 2 s: SLURM's gatherer samples once a second (JobAcctGatherFrequency);
+    # held only for the allocation (~0.2 s), the kill depended on when the
+    # fit fell between two samples, and a loaded CI machine once missed it
+    exp = Experiment(MemoryHungryClassifier(hold=2.0), param_grid={"alloc_mb": [0, 400]},
+                     cv=2, inner_cv=2)
     wf = exp.compile(tmp_path / "w", X, y, chunk_size=1, resources={"mem_mb": 300})
     fast = {"poll_interval": 0.5, "progress": False, "tasks_per_job": 1}
     with pytest.raises(TaskFailedError):
