@@ -183,13 +183,17 @@ def test_the_ticket_shows_each_task_done_within_publish_seconds(tmp_path, monkey
     monkeypatch.setattr(slots, "PUBLISH_SECONDS", 0.2)
     written = _ticket_writes(monkeypatch, tmp_path)
     X, y = iris()
-    wf = Experiment(SleepyClassifier(delay=0.6), cv=4, inner_cv=None).compile(
+    # two workers, four 1.5 s tasks: the first two end together, then no
+    # task ends for 1.5 s; without looking again when due, the second end
+    # would wait for the next two to be written
+    wf = Experiment(SleepyClassifier(delay=1.5), cv=4, inner_cv=None).compile(
         tmp_path / "w", X, y)
     assert wf.run("local", n_jobs=2, progress=False).ok
     ends = sorted(read_meta(wf.workdir, t)["end"] for t in wf.tasks if t != "aggregate")
     assert [info["done"] for _, info in written] == sorted(info["done"] for _, info in written)
     for k, end in enumerate(ends[:-1]):  # the last: the run ends (and the ticket goes)
         shown = [t for t, info in written if info["done"] >= k + 1]
-        # the parent hears of it, then writes it at most 0.2 s after the last write
-        assert shown and shown[0] - end < 0.2 + 0.3, (k, end, written)
+        # the parent hears of it, then writes it at most 0.2 s after the last
+        # write (0.6 s of slack for a loaded machine, well under 1.5 s)
+        assert shown and shown[0] - end < 0.2 + 0.6, (k, end, written)
     assert all(info["held"] <= 2 and not info["waiting"] for _, info in written)
