@@ -414,7 +414,9 @@ def test_a_failure_in_a_line_spares_its_line_mates_and_independent_branches(
     with pytest.raises(TaskFailedError) as info:
         wf.run("soma", tasks_per_job=4, **FAST)
     report = info.value.report
-    assert set(report.failures) == failing
+    # the reasons in the message: select-o0 was booked failed once in CI
+    # (2026-11-30, not reproduced in 7 runs, under load or not)
+    assert set(report.failures) == failing, report.failures
     line = "fit-o1-i0-c0 .. fit-o1-i1-c1 (4 tasks)"
     for tid, why in report.failures.items():
         assert "n_neighbors" in why and f"soma job {line!r}" in why, why
