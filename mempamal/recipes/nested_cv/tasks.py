@@ -76,8 +76,16 @@ def run_fit(ctx: TaskContext, task) -> None:
     fit_params, score_params = ctx.fit_params(f"{where}_fit"), ctx.fit_params(f"{where}_score")
     candidates = [ctx.candidate(o, c) for c in task.args["candidates"]]
     with param_names_cached():
-        rows = _fit_candidates(ctx, task, train, test, candidates, scorer, keep,
-                               fit_params, score_params)
+        rows = _with_shared_prefix(ctx.spec, ctx.X, ctx.y, train, test, candidates, scorer,
+                                   keep or fit_params or score_params)
+        if rows is None:
+            # the compile's timed fit, when it is one of ours and made the same way
+            kept = None if keep or fit_params or score_params else _timed_fit(ctx, task)
+            rows = [kept[1] if kept and c == kept[0] else
+                    fit_and_score(ctx.spec, ctx.X, ctx.y, train, test, params,
+                                  return_estimator=keep, scorer=scorer,
+                                  fit_params=fit_params, score_params=score_params)
+                    for c, params in zip(task.args["candidates"], candidates)]
     doc = {"candidates": task.args["candidates"], "results": rows}
     if keep:  # its digest travels in the output that names it (trust rule)
         doc["estimator_sha256"] = dump_pickle(ctx.workdir.path(Workdir.estimator_output(o)),
@@ -85,22 +93,6 @@ def run_fit(ctx: TaskContext, task) -> None:
     # compact: json's C encoder (with an indent, json encodes in pure Python:
     # 0.5 of the 3 ms a W2 fit task spends outside its fits)
     write_json(ctx.workdir.path(task.outputs[0]), doc, indent=None)
-
-
-def _fit_candidates(ctx, task, train, test, candidates, scorer, keep, fit_params,
-                    score_params) -> list[dict]:
-    """The rows of ``candidates``: shared Pipeline steps, the kept timed fit, or plain fits."""
-    rows = _with_shared_prefix(ctx.spec, ctx.X, ctx.y, train, test, candidates, scorer,
-                               keep or fit_params or score_params)
-    if rows is not None:
-        return rows
-    # the compile's timed fit, when it is one of ours and made the same way
-    kept = None if keep or fit_params or score_params else _timed_fit(ctx, task)
-    return [kept[1] if kept and c == kept[0] else
-            fit_and_score(ctx.spec, ctx.X, ctx.y, train, test, params,
-                          return_estimator=keep, scorer=scorer, fit_params=fit_params,
-                          score_params=score_params)
-            for c, params in zip(task.args["candidates"], candidates)]
 
 
 def _timed_fit(ctx: TaskContext, task) -> tuple[int, dict] | None:
