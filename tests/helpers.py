@@ -174,3 +174,23 @@ class CountingScaler(TransformerMixin, BaseEstimator):
 
     def transform(self, X):
         return self.scale * (np.asarray(X, dtype=float) - self.mean_) / self.std_
+
+
+class ScribblingClassifier(ClassifierMixin, BaseEstimator):
+    """A logistic regression whose fit writes into the X it is given, as ``copy=False`` does.
+
+    Harmless when each fit gets rows of its own (scikit-learn copies them);
+    a view into the data, or rows shared between candidates, would show.
+    """
+
+    def __init__(self, C=1.0):
+        self.C = C
+
+    def fit(self, X, y):
+        self.model_ = LogisticRegression(C=self.C, max_iter=500).fit(X, y)
+        self.classes_ = self.model_.classes_
+        X *= -1.0  # raises on a read-only view; changes the next fit on a shared copy
+        return self
+
+    def predict(self, X):
+        return self.model_.predict(X)

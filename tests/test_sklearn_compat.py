@@ -1,9 +1,12 @@
-"""A fit task asks each estimator class for its parameter names once.
+"""A fit task does less of scikit-learn's protocol per candidate, with its numbers.
 
 scikit-learn's ``clone``, ``set_params`` and each fit's validation read the
 names from the class's ``__init__`` signature, 4 times per candidate;
 :func:`mempamal.sklearn_compat.param_names_cached` keeps them for the
-duration of a block. The oracle for the numbers is scikit-learn's nested CV.
+duration of a block. ``_fit_and_score`` cuts each candidate's train and test
+rows through a type dispatch; :func:`mempamal.sklearn_compat.numpy_splits_direct`
+cuts a NumPy array's rows directly. The oracle for the numbers is
+scikit-learn's nested CV.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import threading
 
 import numpy as np
 import pytest
-from helpers import iris
+from helpers import ScribblingClassifier, iris
 from sklearn.base import BaseEstimator, clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_validate
@@ -21,7 +24,7 @@ from sklearn.preprocessing import StandardScaler
 
 from mempamal import Experiment, load_results
 from mempamal.runner import run_task
-from mempamal.sklearn_compat import param_names_cached
+from mempamal.sklearn_compat import numpy_splits_direct, param_names_cached
 
 OUTER, INNER = StratifiedKFold(3, shuffle=True, random_state=0), StratifiedKFold(3)
 GRID = {"C": np.logspace(-2, 2, 12)}
@@ -177,3 +180,112 @@ def test_a_lookup_made_inside_a_block_still_works_after_it():
     with param_names_cached():
         taken = LogisticRegression._get_param_names  # bound to the cache
     assert taken() == LogisticRegression._get_param_names()
+
+
+# -- numpy_splits_direct ------------------------------------------------------
+@pytest.fixture
+def dispatched(monkeypatch):
+    """The calls that reach scikit-learn's own ``_safe_split``, one entry per call."""
+    from sklearn.model_selection import _validation
+
+    seen = []
+    own = _validation._safe_split
+
+    def counting(estimator, X, y, indices, train_indices=None):
+        seen.append(type(X).__name__)
+        return own(estimator, X, y, indices, train_indices)
+
+    monkeypatch.setattr(_validation, "_safe_split", counting)
+    return seen
+
+
+def _split_in_block(*args):
+    from sklearn.model_selection import _validation
+
+    with numpy_splits_direct():
+        return _validation._safe_split(*args)
+
+
+def test_a_numpy_arrays_rows_are_cut_directly_as_scikit_learn_cuts_them(tmp_path, dispatched):
+    from sklearn.utils.metaestimators import _safe_split
+
+    X, y = iris()
+    np.save(tmp_path / "X.npy", X)
+    memmap = np.load(tmp_path / "X.npy", mmap_mode="r")  # how a task reads X
+    train, test = np.arange(0, 150, 2), np.arange(1, 150, 2)
+    est = LogisticRegression()
+    for data in (X, memmap, X.astype(np.float32), np.asfortranarray(X)):
+        for args in ((train,), (test, train)):
+            ours = _split_in_block(est, data, y, *args)
+            theirs = _safe_split(est, data, y, *args)
+            for a, b in zip(ours, theirs):
+                assert type(a) is type(b) is np.ndarray
+                assert a.dtype == b.dtype and a.strides == b.strides
+                np.testing.assert_array_equal(a, b)
+            assert not np.shares_memory(ours[0], data) and ours[0].flags.writeable
+    Xo, yo = _split_in_block(est, X, None, train)
+    assert yo is None and Xo.shape == (75, 4)
+    assert dispatched == []  # none of them went through the type dispatch
+
+
+def test_anything_else_goes_to_scikit_learns_own_split(dispatched, monkeypatch):
+    import pandas as pd
+    import scipy.sparse as sp
+    import sklearn
+    from sklearn.svm import SVC
+
+    X, y = iris()
+    rows = np.arange(0, 150, 3)
+    est = LogisticRegression()
+    df = _split_in_block(est, pd.DataFrame(X), y, rows)[0]
+    assert isinstance(df, pd.DataFrame) and list(df.index) == list(rows)
+    assert sp.issparse(_split_in_block(est, sp.csr_matrix(X), y, rows)[0])
+    assert _split_in_block(est, X, list(y), rows)[1] == list(y[rows])
+    assert _split_in_block(est, X, y, np.isin(np.arange(150), rows))[0].shape == (50, 4)
+    kernel = X @ X.T  # a precomputed kernel is cut on both axes
+    assert _split_in_block(SVC(kernel="precomputed"), kernel, y, rows)[0].shape == (50, 50)
+    assert _split_in_block(SVC(kernel="precomputed"), kernel, y, rows[:5], rows)[0].shape \
+        == (5, 50)
+    config = sklearn.get_config()
+    monkeypatch.setattr(sklearn, "get_config", lambda: {**config, "array_api_dispatch": True})
+    _split_in_block(est, X, y, rows)  # an array API namespace decides there
+    assert dispatched == ["DataFrame", "csr_matrix", "ndarray", "ndarray", "ndarray",
+                          "ndarray", "ndarray"]
+
+
+def test_after_the_blocks_scikit_learn_has_its_own_split_again():
+    from sklearn.model_selection import _validation
+
+    own = _validation._safe_split
+    for _ in range(2):
+        with numpy_splits_direct():
+            with numpy_splits_direct():
+                assert _validation._safe_split is not own
+            assert _validation._safe_split is not own
+            taken = _validation._safe_split  # a lookup made just before the end
+        assert _validation._safe_split is own
+    X, y = iris()
+    np.testing.assert_array_equal(taken(LogisticRegression(), X, y, np.arange(3))[0], X[:3])
+
+
+def test_fits_that_write_into_their_x_give_scikit_learns_numbers(tmp_path, dispatched):
+    """Each candidate's rows are its own: not a view of the data, not shared."""
+    X, y = iris()
+    est, grid = ScribblingClassifier(), {"C": [0.01, 0.1, 1.0, 10.0]}
+    wf = Experiment(est, param_grid=grid, cv=OUTER, inner_cv=INNER).compile(
+        tmp_path / "w", X, y, chunk_size=4)
+    for tid in [t for t in wf.tasks if t.startswith("fit-")]:  # here, to see the dispatch
+        assert run_task(tmp_path / "w", tid).ok
+    assert dispatched == []  # every candidate's rows were cut directly
+    wf.run("local", n_jobs=2, progress=False)
+    res = load_results(tmp_path / "w")
+    oracle = cross_validate(GridSearchCV(est, grid, cv=INNER), X, y, cv=OUTER,
+                            return_estimator=True)
+    assert res.best_params == [e.best_params_ for e in oracle["estimator"]]
+    np.testing.assert_array_equal(res.outer_scores["test_score"].to_numpy(),
+                                  oracle["test_score"])
+    for o, search in enumerate(oracle["estimator"]):
+        ours = res.cv_results[res.cv_results.outer_split == o].reset_index(drop=True)
+        for col in ("split0_test_score", "split1_test_score", "split2_test_score"):
+            np.testing.assert_array_equal(ours[col].to_numpy(), search.cv_results_[col],
+                                          err_msg=col)

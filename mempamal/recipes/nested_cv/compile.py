@@ -275,9 +275,9 @@ def _quiet_first_fit(spec, X, y, splits, add_rows=None) -> dict:
 def _task_like_first_fit(spec, X, y, splits, cpus: int) -> tuple[dict, list[str]]:
     """:func:`_first_fit` as a fit task runs it, and its warnings as lines."""
     from ...runner import thread_limits
-    from ...sklearn_compat import param_names_cached
+    from ...sklearn_compat import numpy_splits_direct, param_names_cached
 
-    with thread_limits(cpus), param_names_cached(), \
+    with thread_limits(cpus), param_names_cached(), numpy_splits_direct(), \
             warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")  # as a task does (see run_task)
         res = _first_fit(spec, X, y, splits)

@@ -18,7 +18,7 @@ from sklearn.exceptions import FitFailedWarning
 from ... import scoring as _scoring
 from ...pickling import dump_pickle
 from ...sklearn_compat import fit_and_score as _fit_and_score
-from ...sklearn_compat import param_columns, param_names_cached
+from ...sklearn_compat import numpy_splits_direct, param_columns, param_names_cached
 from ...workdir import Workdir, read_json, write_json, write_text
 from .context import NestedCVContext as TaskContext
 
@@ -75,7 +75,7 @@ def run_fit(ctx: TaskContext, task) -> None:
     where = "inner" if i is not None else "outer"
     fit_params, score_params = ctx.fit_params(f"{where}_fit"), ctx.fit_params(f"{where}_score")
     candidates = [ctx.candidate(o, c) for c in task.args["candidates"]]
-    with param_names_cached():
+    with param_names_cached(), numpy_splits_direct():
         rows = _with_shared_prefix(ctx.spec, ctx.X, ctx.y, train, test, candidates, scorer,
                                    keep or fit_params or score_params)
         if rows is None:
