@@ -224,11 +224,10 @@ def bench_slurm(reps, n_jobs, root, results):
             "cluster": "slurm", "n_jobs": n_jobs, "progress": False,
             "cluster_options": cluster_options}),
     }
-    local, times = _w1_versus_local(variants, reps, n_jobs, root, "SLURM",
-                                    wait=_wait_for_idle_cluster)
-    results["workloads"]["W1-slurm"] = {"local_s": local, **times}
-    for name, t in times.items():
-        results["ratios"][name] = statistics.median(t) / statistics.median(local)
+    local, fresh, times = _w1_versus_local(variants, reps, n_jobs, root, "SLURM",
+                                           wait=_wait_for_idle_cluster)
+    results["workloads"]["W1-slurm"] = {"local_s": local, "local_fresh_s": fresh, **times}
+    _w1_ratios(results, local, fresh, times)
 
 
 def bench_here(section, reps, n_jobs, root, results):
@@ -250,18 +249,57 @@ def bench_here(section, reps, n_jobs, root, results):
                                                               "progress": False})}
     # the Dask run closes its cluster in the background: let it end before the
     # next measure, so that no measure shares the cores with it
-    local, times = _w1_versus_local(variants, reps, n_jobs, root, section,
-                                    wait=_wait_for_closing_clusters)
-    results["workloads"][f"W1-{section.lower()}"] = {"local_s": local, **times}
+    local, fresh, times = _w1_versus_local(variants, reps, n_jobs, root, section,
+                                           wait=_wait_for_closing_clusters)
+    results["workloads"][f"W1-{section.lower()}"] = {"local_s": local, "local_fresh_s": fresh,
+                                                      **times}
+    _w1_ratios(results, local, fresh, times)
+
+
+def _w1_ratios(results, local, fresh, times) -> None:
+    """Each variant against the warm local pool (the target) and a fresh session's run."""
     for name, t in times.items():
         results["ratios"][name] = statistics.median(t) / statistics.median(local)
+    for name, t in times.items():
+        results["ratios"][f"{name} fresh"] = statistics.median(t) / statistics.median(fresh)
+
+
+FRESH_LOCAL_SCRIPT = textwrap.dedent("""
+    import json, sys, time
+    sys.path.insert(0, sys.argv[1])
+    from workloads import w1
+    from mempamal import Experiment
+    wl = w1()
+    X, y = wl.data
+    exp = Experiment(wl.estimator, param_grid=wl.param_grid, cv=wl.cv, inner_cv=wl.inner_cv,
+                     scoring=wl.scoring)
+    t0 = time.perf_counter()
+    wf = exp.compile(sys.argv[2], X, y)
+    wf.run("local", n_jobs=int(sys.argv[3]), progress=False)
+    print(json.dumps({"seconds": time.perf_counter() - t0}))
+""")
+
+
+def mempamal_local_fresh(n_jobs, root: Path) -> float:
+    """W1's compile + run on the local executor from a fresh session: no worker started yet.
+
+    What a script run once sees: its workers start and import scikit-learn
+    during the run, as a SLURM element, a Soma job or a Dask worker does.
+    The session's own imports (the user built the estimator) are not timed.
+    """
+    work = root / f"W1-fresh-{time.monotonic_ns()}"
+    seconds = _py(FRESH_LOCAL_SCRIPT, HERE, work, n_jobs)["seconds"]
+    shutil.rmtree(work)
+    return seconds
 
 
 def _w1_versus_local(variants, reps, n_jobs, root, label, wait=None):
     """Interleaved timings of W1 (compile + run) on the local executor and on each variant.
 
     Each variant compiles afresh, so its time includes the compile, as the
-    local executor's does. ``wait()`` runs before every measure.
+    local executor's does. ``wait()`` runs before every measure. The local
+    executor's pool is warm, as in a session that ran before; the local run
+    from a fresh session is timed too (``local fresh``), for information.
     """
     from workloads import w1
 
@@ -271,7 +309,7 @@ def _w1_versus_local(variants, reps, n_jobs, root, label, wait=None):
     X, y = wl.data
     print(f"\nW1 on {label} vs local", flush=True)
     times = {name: [] for name in variants}
-    local = []
+    local, fresh = [], []
     # warm the local pool once, as bench_workload does (run alone, --only
     # SLURM timed a cold pool in its first rep: 1.3 s more)
     mempamal_local(wl, n_jobs, root)
@@ -279,6 +317,9 @@ def _w1_versus_local(variants, reps, n_jobs, root, label, wait=None):
         if wait:
             wait()
         local.append(mempamal_local(wl, n_jobs, root)[0])
+        if wait:
+            wait()
+        fresh.append(mempamal_local_fresh(n_jobs, root))
         for k, (name, (backend, options)) in enumerate(variants.items()):
             exp = Experiment(wl.estimator, param_grid=wl.param_grid, cv=wl.cv,
                              inner_cv=wl.inner_cv, scoring=wl.scoring)
@@ -290,8 +331,8 @@ def _w1_versus_local(variants, reps, n_jobs, root, label, wait=None):
             times[name].append(time.perf_counter() - t0)
         print(f"  rep {rep}: " + "  ".join(f"{n.split(' /')[0]} {t[-1]:.2f}s"
                                           for n, t in times.items())
-              + f"  local {local[-1]:.2f}s", flush=True)
-    return local, times
+              + f"  local {local[-1]:.2f}s  local fresh {fresh[-1]:.2f}s", flush=True)
+    return local, fresh, times
 
 
 def _wait_for_closing_clusters(timeout: float = 30.0) -> None:
