@@ -63,9 +63,14 @@ def test_a_fit_task_reads_each_class_signature_once_and_gives_scikit_learns_numb
     # candidates made 4 before: clone (twice), set_params, the fit's checks
     assert asked == [LogisticRegression] * len(fits)
     assert _own_method().__func__.__name__ == "counting"  # the cache is gone again
+    _assert_scikit_learns_numbers(wf, est, GRID, X, y)
+
+
+def _assert_scikit_learns_numbers(wf, est, grid, X, y):
+    """Finish ``wf`` locally; its results are ``cross_validate(GridSearchCV)``'s."""
     wf.run("local", n_jobs=2, progress=False)
-    res = load_results(tmp_path / "w")
-    oracle = cross_validate(GridSearchCV(est, GRID, cv=INNER), X, y, cv=OUTER,
+    res = load_results(wf.workdir.root)
+    oracle = cross_validate(GridSearchCV(est, grid, cv=INNER), X, y, cv=OUTER,
                             return_estimator=True)
     assert res.best_params == [e.best_params_ for e in oracle["estimator"]]
     np.testing.assert_allclose(res.outer_scores["test_score"].to_numpy(),
@@ -277,15 +282,4 @@ def test_fits_that_write_into_their_x_give_scikit_learns_numbers(tmp_path, dispa
     for tid in [t for t in wf.tasks if t.startswith("fit-")]:  # here, to see the dispatch
         assert run_task(tmp_path / "w", tid).ok
     assert dispatched == []  # every candidate's rows were cut directly
-    wf.run("local", n_jobs=2, progress=False)
-    res = load_results(tmp_path / "w")
-    oracle = cross_validate(GridSearchCV(est, grid, cv=INNER), X, y, cv=OUTER,
-                            return_estimator=True)
-    assert res.best_params == [e.best_params_ for e in oracle["estimator"]]
-    np.testing.assert_array_equal(res.outer_scores["test_score"].to_numpy(),
-                                  oracle["test_score"])
-    for o, search in enumerate(oracle["estimator"]):
-        ours = res.cv_results[res.cv_results.outer_split == o].reset_index(drop=True)
-        for col in ("split0_test_score", "split1_test_score", "split2_test_score"):
-            np.testing.assert_array_equal(ours[col].to_numpy(), search.cv_results_[col],
-                                          err_msg=col)
+    _assert_scikit_learns_numbers(wf, est, grid, X, y)
