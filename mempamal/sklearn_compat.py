@@ -202,12 +202,15 @@ def is_pairwise(estimator) -> bool:
     """Whether ``estimator`` takes a kernel or distances between samples, not features.
 
     scikit-learn >= 1.6 reads it from ``get_tags``; before, from the private
-    ``_get_tags()``.
+    ``_safe_tags`` (``_get_tags()``, or the defaults for an estimator that
+    does not derive from ``BaseEstimator``), as ``_safe_split`` does.
     """
     try:
         from sklearn.utils import get_tags
-    except ImportError:  # scikit-learn < 1.6
-        return bool(estimator._get_tags().get("pairwise", False))
+    except ImportError:  # scikit-learn < 1.6: what its _safe_split reads
+        from sklearn.utils._tags import _safe_tags
+
+        return bool(_safe_tags(estimator, key="pairwise"))
     return bool(get_tags(estimator).input_tags.pairwise)
 
 

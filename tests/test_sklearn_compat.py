@@ -258,6 +258,38 @@ def test_anything_else_goes_to_scikit_learns_own_split(dispatched, monkeypatch):
                           "ndarray", "ndarray"]
 
 
+class _Duck:
+    """An estimator by its methods alone, not a ``BaseEstimator``."""
+
+    def fit(self, X, y):
+        return self
+
+    def get_params(self, deep=True):
+        return {}
+
+    def set_params(self, **params):
+        return self
+
+
+def test_an_estimator_that_is_not_a_base_estimator_is_cut_as_scikit_learn_cuts_it():
+    from sklearn.utils.metaestimators import _safe_split
+
+    X, y = iris()
+    rows = np.arange(0, 150, 5)
+    outcomes = []
+    for split in (_safe_split, lambda *args: _split_in_block(*args)):
+        try:
+            outcomes.append(split(_Duck(), X, y, rows))
+        except Exception as exc:  # noqa: BLE001 - a release may refuse it: both must
+            outcomes.append(type(exc))
+    theirs, ours = outcomes
+    if isinstance(theirs, type):
+        assert ours is theirs
+    else:
+        for a, b in zip(ours, theirs):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_after_the_blocks_scikit_learn_has_its_own_split_again():
     from sklearn.model_selection import _validation
 
