@@ -109,6 +109,29 @@ def _drive(spec, emit) -> int:
             time.sleep(interval)
     finally:
         _stop_engine(wc)
+        kill_leftover_jobs()
+
+
+def kill_leftover_jobs(timeout: float = 10.0) -> list[int]:
+    """Kill every process below this one (their pids): jobs soma started as it stopped.
+
+    soma-workflow's local scheduler takes its whole queue before it starts the
+    jobs in it. ``stop_workflow`` kills what runs and unqueues what waits, but
+    a job between the two is in neither place: it starts just after, and
+    would run its tasks with nobody left to stop it (seen once in CI: a task
+    record written 2 s after the interrupted run had returned). The engine's
+    threads are stopped first, so nothing starts after this. In light mode
+    every process below the driver is a job (or a job's child); after a
+    workflow that ended, none is left and this does nothing.
+    """
+    import psutil
+
+    procs = psutil.Process().children(recursive=True)
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(procs, timeout=timeout)
+    return [p.pid for p in procs]
 
 
 def _stop_engine(wc) -> None:

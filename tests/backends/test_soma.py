@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import signal
@@ -332,6 +333,37 @@ def test_interrupt_stops_the_jobs_instead_of_orphaning_them(tmp_path, fake_home)
     assert {t for t in wf.tasks if read_meta(wf.workdir, t)} == started
     assert "running" not in wf.status("soma").values()
     assert wf.pending()
+
+
+LEFTOVER = """
+import importlib.util, json, subprocess, sys, time
+spec = importlib.util.spec_from_file_location("driver", sys.argv[1])
+driver = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(driver)
+subprocess.Popen(["bash", "-c", "sleep 60 & wait"])  # a job, and a child of its own
+time.sleep(0.5)
+print(json.dumps(driver.kill_leftover_jobs()))
+"""
+
+
+def test_the_driver_kills_a_job_soma_started_while_it_stopped():
+    """soma's scheduler can start a job stop_workflow did not see: the driver kills it."""
+    import psutil
+
+    import mempamal.backends.soma_driver as driver
+
+    out = subprocess.run([sys.executable, "-c", LEFTOVER, driver.__file__], check=True,
+                         capture_output=True, text=True, timeout=60).stdout
+    pids = json.loads(out)
+    assert len(pids) == 2  # bash and its sleep
+
+    def running(pid):
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    assert [p for p in pids if running(p)] == []
 
 
 # -- packing: lines of tasks per soma job ---------------------------------------------
