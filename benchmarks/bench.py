@@ -313,6 +313,12 @@ def _w1_versus_local(variants, reps, n_jobs, root, label, wait=None):
     # warm the local pool once, as bench_workload does (run alone, --only
     # SLURM timed a cold pool in its first rep: 1.3 s more)
     mempamal_local(wl, n_jobs, root)
+    # and the Dask backend's own cluster, kept between runs as the local pool is
+    for k, (backend, options) in enumerate(variants.values()):
+        if backend == "dask" and options.get("cluster", "local") == "local":
+            exp = Experiment(wl.estimator, param_grid=wl.param_grid, cv=wl.cv,
+                             inner_cv=wl.inner_cv, scoring=wl.scoring)
+            exp.compile(root / f"{label.lower()}-warm-{k}", X, y).run(backend, **options)
     for rep in range(reps):
         if wait:
             wait()

@@ -11,6 +11,7 @@ import importlib.util
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -100,3 +101,16 @@ def _own_machine_slots(tmp_path_factory):
     so that it does not wait for (or hold up) another user's runs on this machine."""
     os.environ["MEMPAMAL_SLOTS_DIR"] = str(tmp_path_factory.mktemp("slots"))
     yield
+
+
+@pytest.fixture(autouse=True)
+def _no_kept_dask_cluster():
+    """No Dask cluster a test started is kept for the next test (mempamal.backends.dask.kept).
+
+    Tests stay independent: each starts the clusters it uses, with its logs in
+    its own workdir. Only a test that ran Dask has anything to close.
+    """
+    yield
+    kept = sys.modules.get("mempamal.backends.dask.kept")
+    if kept is not None:
+        kept.forget_kept_cluster()

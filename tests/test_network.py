@@ -230,13 +230,13 @@ def test_the_config_passed_on_drops_what_distributed_wrote_into_it():
     """A scheduler started here without bokeh appends a route to the live config."""
     import dask.config
 
-    from mempamal.backends.dask.local_cluster import _inheritable_config
+    from mempamal.backends.dask.local_cluster import inheritable_config
 
     key, page = "distributed.scheduler.http.routes", "distributed.http.scheduler.missing_bokeh"
     # (the live config may hold the page already, if a scheduler ran in this process)
     routes = [r for r in dask.config.get(key) if r != page]
     with dask.config.set({key: [*routes, page]}):
-        passed = _inheritable_config()["distributed"]["scheduler"]["http"]["routes"]
+        passed = inheritable_config()["distributed"]["scheduler"]["http"]["routes"]
         assert page not in passed
         assert passed == routes
         # the live config is left as it is
@@ -253,10 +253,10 @@ def test_own_cluster_leaves_out_the_defaults_that_slow_compute():
     """
     import dask.config
 
-    from mempamal.backends.dask.local_cluster import _inheritable_config
+    from mempamal.backends.dask.local_cluster import inheritable_config
 
     env_key = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
-    passed = _inheritable_config()["distributed"]
+    passed = inheritable_config()["distributed"]
     assert passed["nanny"]["pre-spawn-environ"]["MALLOC_TRIM_THRESHOLD_"] is None
     assert passed["worker"]["profile"]["enabled"] is False
     assert passed["worker"]["multiprocessing-method"] == (
@@ -264,7 +264,7 @@ def test_own_cluster_leaves_out_the_defaults_that_slow_compute():
     assert passed["nanny"]["pre-spawn-environ"]["OMP_NUM_THREADS"] == 1  # the rest kept
     with dask.config.set({env_key: 131072, "distributed.worker.profile.enabled": "yes",
                           "distributed.worker.multiprocessing-method": "forkserver"}):
-        passed = _inheritable_config()["distributed"]
+        passed = inheritable_config()["distributed"]
         assert passed["nanny"]["pre-spawn-environ"]["MALLOC_TRIM_THRESHOLD_"] == 131072
         assert passed["worker"]["profile"]["enabled"] == "yes"
         assert passed["worker"]["multiprocessing-method"] == "forkserver"

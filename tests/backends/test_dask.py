@@ -204,40 +204,135 @@ def test_own_local_cluster_equals_local_backend(tmp_path, oracle, capsys):
     assert wf.run("dask", client=None, n_jobs=1).executed == []
 
 
-def test_own_cluster_closes_after_the_run_returns_and_leaves_nothing(tmp_path, monkeypatch):
-    """The run returns once its results are written; the cluster's processes stop soon after."""
+def _kept_servers() -> list:
+    """The kept cluster's processes: scheduler, the nannies' process, their workers."""
     import psutil
 
-    from mempamal.backends.dask.local_cluster import OwnCluster
+    from mempamal.backends.dask import kept
 
-    seen = []
-    close_in_background = OwnCluster.close_in_background
+    assert kept._kept is not None, "no cluster was kept"
+    servers = [psutil.Process(p.pid) for p in kept._kept[1].procs.values()]
+    return servers + [c for s in servers for c in s.children(recursive=True)]
 
-    def recording(cluster):
-        servers = [psutil.Process(p.pid) for p in cluster.procs.values()]
-        seen.extend(servers + [c for s in servers for c in s.children(recursive=True)])
-        return close_in_background(cluster)
 
-    monkeypatch.setattr(OwnCluster, "close_in_background", recording)
+def _stopped(processes, within: float) -> list:
+    """Those of ``processes`` still running after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while any(_running(p) for p in processes) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return [p for p in processes if _running(p)]
+
+
+def _worker_pids(wf) -> set:
+    return {json.load(open(wf.workdir.meta_file(t), encoding="utf-8"))["pid"]
+            for t in wf.tasks}
+
+
+def test_own_cluster_is_kept_while_it_idles_then_leaves_nothing(tmp_path, monkeypatch):
+    """Kept for the next run of the process, as the local pool is; stopped once idle."""
+    from mempamal.backends.dask import kept
+
+    monkeypatch.setattr(kept, "KEEP_SECONDS", 2.0)
     wf = _compile(tmp_path / "w")
     wf.run("dask", n_jobs=2, progress=False, cluster_options={"dashboard_address": ":0"})
     assert wf.done() == set(wf.tasks)
+    seen = _kept_servers()
     assert len(seen) >= 4  # scheduler, the nannies' process, two workers
-    deadline = time.monotonic() + 30
-    while any(_running(p) for p in seen) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert [p for p in seen if _running(p)] == []
-    # a run with a failed task too (its report is raised after the cluster is left)
-    seen.clear()
+    assert all(_running(p) for p in seen)  # kept: the run has returned
+    assert _stopped(seen, within=2.0 + 30) == []
+    assert kept._kept is None
+    # a run with a failed task too: its report is raised after the cluster
+    # is left for the next run, which it is, then stopped as well
     exp = Experiment(FailingClassifier(fail=True), cv=2, inner_cv=None, error_score="raise")
     failing = _compile(tmp_path / "f", exp)
     with pytest.raises(TaskFailedError):
         failing.run("dask", n_jobs=1, progress=False,
                     cluster_options={"dashboard_address": ":0"})
-    deadline = time.monotonic() + 30
-    while any(_running(p) for p in seen) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert seen and [p for p in seen if _running(p)] == []
+    seen = _kept_servers()
+    assert _stopped(seen, within=2.0 + 30) == []
+
+
+def test_a_second_run_uses_the_kept_cluster_and_other_options_start_another(
+        tmp_path, oracle, capsys):
+    opts = {"progress": False, "cluster_options": {"dashboard_address": ":0"}}
+    first = _compile(tmp_path / "a")
+    first.run("dask", n_jobs=2, **opts)
+    workers = _worker_pids(first)
+    servers = _kept_servers()
+    second = _compile(tmp_path / "b")
+    second.run("dask", n_jobs=2, **opts)
+    assert_same_results(load_results(second.workdir.root), oracle)
+    assert _worker_pids(second) <= workers  # the same worker processes
+    assert f"used again (logs in {tmp_path / 'a' / 'dask'})" in capsys.readouterr().err
+    assert not (tmp_path / "b" / "dask" / "workers.log").exists()
+    third = _compile(tmp_path / "c")
+    third.run("dask", n_jobs=1, **opts)  # another cluster: the kept one is closed
+    assert_same_results(load_results(third.workdir.root), oracle)
+    assert not _worker_pids(third) & workers
+    assert "used again" not in capsys.readouterr().err
+    assert _stopped(servers, within=30) == []
+
+
+def test_a_changed_environment_or_a_dead_server_starts_another_cluster(
+        tmp_path, oracle, monkeypatch):
+    opts = {"n_jobs": 1, "progress": False, "cluster_options": {"dashboard_address": ":0"}}
+    first = _compile(tmp_path / "a")
+    first.run("dask", **opts)
+    monkeypatch.setenv("MEMPAMAL_TEST_SETTING", "a worker inherits it")
+    second = _compile(tmp_path / "b")
+    second.run("dask", **opts)
+    assert not _worker_pids(second) & _worker_pids(first)
+    os.kill(_kept_servers()[0].pid, signal.SIGKILL)  # its scheduler
+    third = _compile(tmp_path / "c")
+    third.run("dask", **opts)
+    assert_same_results(load_results(third.workdir.root), oracle)
+    assert not _worker_pids(third) & _worker_pids(second)
+
+
+EXITING_SCRIPT = """
+import sys
+from helpers import iris, small_grid_experiment
+X, y = iris()
+wf = small_grid_experiment().compile(sys.argv[1], X, y, chunk_size=1)
+wf.run("dask", n_jobs=2, progress=False, cluster_options={"dashboard_address": ":0"})
+"""
+
+
+def test_a_process_that_exits_stops_its_kept_cluster_in_order(tmp_path):
+    """Workers first, then the scheduler: no nanny left waiting to kill its worker."""
+    subprocess.run([sys.executable, "-c", EXITING_SCRIPT, str(tmp_path / "w")], check=True,
+                   timeout=300)
+    wf = Workflow.load(tmp_path / "w")
+    assert wf.done() == set(wf.tasks)
+    import psutil
+
+    workers = [psutil.Process(p) for p in _worker_pids(wf) if psutil.pid_exists(p)]
+    assert _stopped(workers, within=1.0) == []  # stopped as the process exited
+    log = (tmp_path / "w" / "dask" / "workers.log").read_text()
+    assert "still alive after" not in log and "Traceback" not in log, log[-2000:]
+
+
+def test_a_run_ended_by_an_exception_closes_its_cluster_at_once(tmp_path, monkeypatch):
+    from mempamal.backends import dask as dask_backend
+    from mempamal.backends.dask import kept
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dask_backend, "run_rounds", interrupted)
+    wf = _compile(tmp_path / "w")
+    started = []
+    make = kept.OwnCluster.__enter__
+
+    def recording(cluster):
+        started.append(cluster)
+        return make(cluster)
+
+    monkeypatch.setattr(kept.OwnCluster, "__enter__", recording)
+    with pytest.raises(KeyboardInterrupt):
+        wf.run("dask", n_jobs=1, progress=False, cluster_options={"dashboard_address": ":0"})
+    assert len(started) == 1 and started[0].procs == {}  # closed before raising
+    assert kept._kept is None
 
 
 def _running(proc) -> bool:

@@ -17,8 +17,10 @@ Where the cluster comes from (at most one of ``address``, ``client`` and
 
 - nothing: a scheduler and ``n_jobs`` single-threaded workers in new
   processes on this machine, listening on 127.0.0.1 only, started for the
-  run and closed after it (:mod:`.local_cluster`; not ``LocalCluster``,
-  whose workers re-run a user's script that has no ``__main__`` guard);
+  run (:mod:`.local_cluster`; not ``LocalCluster``, whose workers re-run a
+  user's script that has no ``__main__`` guard) and kept for the next run
+  of the process while it idles, as the local executor's workers are
+  (:mod:`.kept`);
 - ``address``: the scheduler of a running cluster (``tcp://host:8786``);
 - ``client``: an existing ``distributed.Client`` (Python API only);
 - ``cluster``: a cluster object (``dask_jobqueue.SLURMCluster(...)``,
@@ -46,6 +48,7 @@ from ...errors import BackendError, ValidationError
 from ...lock import run_lock
 from ..base import Backend, RunReport, resume_in_background
 from .execution import announce, run_rounds, task_resources
+from .kept import cluster_key, kept_cluster
 from .local_cluster import (
     LOOPBACK,
     OwnCluster,
@@ -268,7 +271,10 @@ class DaskBackend(Backend):
                 if o["n_jobs"] is not None:
                     target.scale(o["n_jobs"])
             elif (o["cluster"] or "local") == "local":
-                own = stack.enter_context(_closed_after(self._own_cluster(workdir)))
+                n, options = self._own_cluster_options()
+                own = stack.enter_context(kept_cluster(
+                    cluster_key(n, options),
+                    lambda: OwnCluster(workdir.backend_dir(self.name), n, **options)))
                 target = own.address
             else:
                 target = stack.enter_context(self._jobqueue_cluster())
@@ -282,9 +288,10 @@ class DaskBackend(Backend):
                 own.wait_for_workers(client)
             yield client, own
 
-    def _own_cluster(self, workdir) -> OwnCluster:
-        """The local cluster: one single-threaded worker process per job, on loopback.
+    def _own_cluster_options(self) -> tuple[int, dict]:
+        """The local cluster's workers and :class:`OwnCluster` options, from the run's.
 
+        One single-threaded worker process per job, on loopback.
         Single-threaded because tasks set their own BLAS threads and
         redirect the process's stdout to their log.
         """
@@ -294,8 +301,7 @@ class DaskBackend(Backend):
         dash = copts.pop("dashboard_address", o["dashboard"])
         n = o["n_jobs"] or copts.pop("n_workers", None) or os.cpu_count() or 1
         copts.pop("n_workers", None)
-        return OwnCluster(workdir.backend_dir(self.name), n, host=host,
-                          dashboard=dashboard_address(dash, host), **copts)
+        return n, {"host": host, "dashboard": dashboard_address(dash, host), **copts}
 
     def _jobqueue_cluster(self):
         o = self.opts
@@ -350,18 +356,6 @@ class DaskBackend(Backend):
                     "them (`dask worker --resources \"CPU=1\"`, cluster_options="
                     "{'resources': {...}} for the local cluster) or leave the resources "
                     "option unset")
-
-
-@contextlib.contextmanager
-def _closed_after(cluster: OwnCluster):
-    """Start ``cluster``; close it in the background after a run, at once after an error."""
-    cluster.__enter__()  # a start that fails closes what it started
-    try:
-        yield cluster
-    except BaseException:
-        cluster.close()  # Ctrl-C, a lost worker...: everything stopped before raising
-        raise
-    cluster.close_in_background()
 
 
 def _resource_map(value) -> dict:

@@ -229,7 +229,7 @@ class OwnCluster:
 
         read_end, self._pipes[what] = os.pipe()
         env = dict(os.environ)
-        config = _inheritable_config()
+        config = inheritable_config()
         # the caller's dask config (dask.config.set(...) around the run) holds there too
         env["DASK_INTERNAL_INHERIT_CONFIG"] = dask.config.serialize(config)
         environ = config["distributed"]["nanny"]["pre-spawn-environ"]
@@ -363,7 +363,7 @@ def _tail(path: Path, n: int = 20) -> str:
     return "\n".join("    " + line for line in lines[-n:])
 
 
-def _inheritable_config() -> dict:
+def inheritable_config() -> dict:
     """The dask config of this process, less what distributed wrote into it by itself.
 
     A ``Scheduler`` started in this process with a dashboard but without
