@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 
 import click
@@ -171,8 +172,20 @@ def submit(workdir, backend, n_jobs, options, notify):
 
     opts = _parse_options(options, n_jobs, notify=notify)
     _check_backend(backend, opts)
-    handle = Workflow.load(workdir).submit(backend, **opts)
-    click.echo(f"mempamal: submitted: {handle}")
+    wf = Workflow.load(workdir)
+    handle = wf.submit(backend, **opts)
+    click.echo(f"mempamal: submitted: {_submission_text(handle, wf, backend)}")
+
+
+def _submission_text(handle, wf, backend: str) -> str:
+    """What a submission is, for a person: a background run's process and log, or the jobs."""
+    import subprocess
+
+    if isinstance(handle, subprocess.Popen):  # local, Soma-Workflow, Dask: a detached run
+        log = wf.workdir.backend_dir(backend) / "run.log"
+        return (f"the run goes on in the background (process {handle.pid}, log {log}); "
+                f"follow it with: mempamal watch {shlex.quote(str(wf.workdir.root))}")
+    return str(handle)
 
 
 @cli.command()

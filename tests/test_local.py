@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -268,6 +269,23 @@ def test_submit_returns_at_once_and_runs_in_the_background(tmp_path):
     assert proc.wait(timeout=120) == 0, (wf.workdir.root / "local" / "run.log").read_text()
     assert wf.status()["aggregate"] == "done"
     assert "tasks to run on local" in (wf.workdir.root / "local" / "run.log").read_text()
+
+
+def test_the_submit_command_says_where_the_background_run_goes_on(tmp_path):
+    import psutil
+
+    X, y = iris()
+    wf = small_grid_experiment().compile(tmp_path / "w", X, y, chunk_size=3)
+    out = subprocess.run([sys.executable, "-m", "mempamal", "submit", str(wf.workdir.root),
+                          "--backend", "local", "-j", "2"], capture_output=True, text=True,
+                         check=True).stdout
+    log = wf.workdir.root / "local" / "run.log"
+    pid = int(out.split("(process ")[1].split(",")[0])
+    assert f"log {log})" in out and f"mempamal watch {wf.workdir.root}" in out, out
+    assert "Popen" not in out
+    with contextlib.suppress(psutil.NoSuchProcess):
+        psutil.Process(pid).wait(timeout=120)  # the process the message names runs it
+    assert wf.status()["aggregate"] == "done", log.read_text()
 
 
 def test_task_started_before_its_dependencies_is_not_run_not_failed(tmp_path):
