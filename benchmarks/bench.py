@@ -75,15 +75,20 @@ def serial_work(wl) -> float:
     return work
 
 
-def mempamal_local(wl, n_jobs, root: Path):
-    """compile + run on the local executor: wall time of both."""
+def experiment(wl):
+    """The workload's nested CV as a mempamal Experiment."""
     from mempamal import Experiment
 
+    return Experiment(wl.estimator, param_grid=wl.param_grid, cv=wl.cv, inner_cv=wl.inner_cv,
+                      scoring=wl.scoring)
+
+
+def mempamal_local(wl, n_jobs, root: Path):
+    """compile + run on the local executor: wall time of both."""
     X, y = wl.data
     work = root / f"{wl.name}-{time.monotonic_ns()}"
     t0 = time.perf_counter()
-    exp = Experiment(wl.estimator, param_grid=wl.param_grid, cv=wl.cv, inner_cv=wl.inner_cv,
-                     scoring=wl.scoring)
+    exp = experiment(wl)
     wf = exp.compile(work, X, y)
     wf.run("local", n_jobs=n_jobs, progress=False)
     elapsed = time.perf_counter() - t0
@@ -303,8 +308,6 @@ def _w1_versus_local(variants, reps, n_jobs, root, label, wait=None):
     """
     from workloads import w1
 
-    from mempamal import Experiment
-
     wl = w1()
     X, y = wl.data
     print(f"\nW1 on {label} vs local", flush=True)
@@ -316,9 +319,8 @@ def _w1_versus_local(variants, reps, n_jobs, root, label, wait=None):
     # and the Dask backend's own cluster, kept between runs as the local pool is
     for k, (backend, options) in enumerate(variants.values()):
         if backend == "dask" and options.get("cluster", "local") == "local":
-            exp = Experiment(wl.estimator, param_grid=wl.param_grid, cv=wl.cv,
-                             inner_cv=wl.inner_cv, scoring=wl.scoring)
-            exp.compile(root / f"{label.lower()}-warm-{k}", X, y).run(backend, **options)
+            experiment(wl).compile(root / f"{label.lower()}-warm-{k}", X, y).run(backend,
+                                                                                 **options)
     for rep in range(reps):
         if wait:
             wait()
@@ -327,8 +329,7 @@ def _w1_versus_local(variants, reps, n_jobs, root, label, wait=None):
             wait()
         fresh.append(mempamal_local_fresh(n_jobs, root))
         for k, (name, (backend, options)) in enumerate(variants.items()):
-            exp = Experiment(wl.estimator, param_grid=wl.param_grid, cv=wl.cv,
-                             inner_cv=wl.inner_cv, scoring=wl.scoring)
+            exp = experiment(wl)
             if wait:  # a job still ending (a Dask worker closing) would slow the next measure
                 wait()
             t0 = time.perf_counter()
