@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 
 import numpy as np
+from sklearn import get_config
 from sklearn.model_selection._validation import _fit_and_score
 
 
@@ -167,8 +168,6 @@ class _NumpySplits(_BlockPatch):
 
 
 def _rows_of_a_numpy_array(X, y, indices) -> bool:
-    from sklearn import get_config
-
     return (isinstance(X, np.ndarray) and (y is None or isinstance(y, np.ndarray))
             and type(indices) is np.ndarray and indices.dtype.kind in "iu"
             and not get_config().get("array_api_dispatch", False))

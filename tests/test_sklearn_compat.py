@@ -251,8 +251,10 @@ def test_anything_else_goes_to_scikit_learns_own_split(dispatched, monkeypatch):
     assert _split_in_block(SVC(kernel="precomputed"), kernel, y, rows)[0].shape == (50, 50)
     assert _split_in_block(SVC(kernel="precomputed"), kernel, y, rows[:5], rows)[0].shape \
         == (5, 50)
+    import mempamal.sklearn_compat as compat
+
     config = sklearn.get_config()
-    monkeypatch.setattr(sklearn, "get_config", lambda: {**config, "array_api_dispatch": True})
+    monkeypatch.setattr(compat, "get_config", lambda: {**config, "array_api_dispatch": True})
     _split_in_block(est, X, y, rows)  # an array API namespace decides there
     assert dispatched == ["DataFrame", "csr_matrix", "ndarray", "ndarray", "ndarray",
                           "ndarray", "ndarray"]
