@@ -80,22 +80,27 @@ def kept_cluster(key: str, make):
 
 def forget_kept_cluster() -> None:
     """Close the kept cluster now, if there is one (and wait for it to stop)."""
-    global _kept
-    with _lock:
-        kept, _kept = _kept, None
+    kept = _pop()
     if kept is not None:
-        kept[2].cancel()
         kept[1].close()
 
 
-def _take(key: str) -> OwnCluster | None:
+def _pop() -> tuple[str, OwnCluster] | None:
+    """The kept (key, cluster), no longer kept: its timer stopped."""
     global _kept
     with _lock:
         kept, _kept = _kept, None
     if kept is None:
         return None
-    other, cluster, timer = kept
-    timer.cancel()
+    kept[2].cancel()
+    return kept[0], kept[1]
+
+
+def _take(key: str) -> OwnCluster | None:
+    kept = _pop()
+    if kept is None:
+        return None
+    other, cluster = kept
     if other == key:
         try:
             cluster.check_alive()
